@@ -1,0 +1,38 @@
+# Two commands a new user needs: `make demo` and `make test`. Both set up .venv/ first if needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo
+ROWS   ?= 200000
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+# Re-run the install whenever a pin changes. torchrec goes in with --no-deps (see requirements/torchrec.txt).
+$(STAMP): pyproject.toml requirements/torch-cpu.txt requirements/runtime.txt requirements/dev.txt requirements/torchrec.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		-r requirements/torch-cpu.txt -r requirements/runtime.txt -r requirements/dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements/torchrec.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -c "import recsys_mtl; print('recsys-mtl', recsys_mtl.__version__, 'installed; fbgemm ops load')"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/recsys-mtl generate --out $(DEMO)/data --rows $(ROWS)
+	$(BIN)/recsys-mtl validate-data --config $(DEMO)/data/config.yaml --out $(DEMO)/validate
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/reader_throughput.py
+	$(BIN)/python bench/generator_speed.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check recsys_mtl serving pipelines bench tests
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,38 @@
+"""The ``recsys-mtl`` command: one entry point, one module per sub-command (each ``add_parser`` + ``run``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from recsys_mtl.cli import config_cmd, generate, validate_data
+from recsys_mtl.config import ConfigError
+from recsys_mtl.errors import DataError
+
+COMMANDS = (generate, validate_data, config_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys-mtl",
+        description="Multi-task recommender training and serving on TorchRec (SPEC: shared/SPEC.md).",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return args.run(args) or 0
+    except (ConfigError, DataError) as exc:
+        # a problem with the user's input: say what is wrong, no traceback
+        print(f"recsys-mtl {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,37 @@
+"""Typed configuration: schema, YAML loading, ``key=value`` overrides, validation, saving."""
+
+from recsys_mtl.config.load import (
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    dump_config,
+    load_config,
+    save_config,
+    validate_config,
+)
+from recsys_mtl.config.schema import (
+    Config,
+    DataConfig,
+    DenseFeature,
+    FeaturesConfig,
+    LabelsConfig,
+    MultiHotFeature,
+    SparseFeature,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DenseFeature",
+    "FeaturesConfig",
+    "LabelsConfig",
+    "MultiHotFeature",
+    "SparseFeature",
+    "apply_overrides",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "save_config",
+    "validate_config",
+]

@@ -1,0 +1,58 @@
+"""The model input: one batch of impressions as tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
+
+
+@dataclass
+class Batch(Pipelineable):
+    """B rows of model input. Padding rows (to keep B and the batch count equal on every rank) and
+    dropped bad rows carry ``weights == 0`` and must not count in losses or metrics.
+
+    sparse:    KeyedJaggedTensor, keys = the F id features (sparse then multi-hot), stride B
+    dense:     [B, Fd] float32, transformed dense features
+    labels:    {role: [B] float32} for the label roles present (click, conversion, watch_time)
+    weights:   [B] float32, 1 for real rows, 0 for padding
+    group_ids: [B] int64, the group key (e.g. user id) for GAUC; -1 on padding rows
+    """
+
+    sparse: KeyedJaggedTensor
+    dense: torch.Tensor
+    labels: dict[str, torch.Tensor]
+    weights: torch.Tensor
+    group_ids: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.weights.shape[0]
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        return Batch(
+            sparse=self.sparse.to(device=device, non_blocking=non_blocking),
+            dense=self.dense.to(device=device, non_blocking=non_blocking),
+            labels={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.labels.items()},
+            weights=self.weights.to(device=device, non_blocking=non_blocking),
+            group_ids=self.group_ids.to(device=device, non_blocking=non_blocking),
+        )
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        self.sparse.record_stream(stream)
+        self.dense.record_stream(stream)
+        for v in self.labels.values():
+            v.record_stream(stream)
+        self.weights.record_stream(stream)
+        self.group_ids.record_stream(stream)
+
+    def pin_memory(self) -> Batch:
+        return Batch(
+            sparse=self.sparse.pin_memory(),
+            dense=self.dense.pin_memory(),
+            labels={k: v.pin_memory() for k, v in self.labels.items()},
+            weights=self.weights.pin_memory(),
+            group_ids=self.group_ids.pin_memory(),
+        )

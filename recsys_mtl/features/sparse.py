@@ -1,0 +1,79 @@
+"""Id features: Arrow id columns and id lists -> embedding bucket ids and lengths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_mtl.config import MultiHotFeature, SparseFeature
+from recsys_mtl.features.hashing import bucketize, hash_int64, hash_strings
+
+NULL_BUCKET = 0
+
+
+@dataclass
+class IdColumn:
+    """One id feature of N rows in KJT form.
+
+    values:  [sum(lengths)] int64 bucket ids, row-major
+    lengths: [N] int32 ids per row (1 for single-id features)
+    nulls:   null ids seen (mapped to bucket 0)
+    out_of_range: ids outside [0, num_embeddings-1) with ``id_map: identity`` (mapped to bucket 0)
+    """
+
+    values: np.ndarray
+    lengths: np.ndarray
+    nulls: int
+    out_of_range: int
+
+
+def _as_plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    return array
+
+
+def map_ids(feature: SparseFeature, array: pa.Array) -> tuple[np.ndarray, int, int]:
+    """Bucket ids of a flat id array. ``[N] -> ([N] int64, nulls, out_of_range)``."""
+    array = _as_plain(array)
+    valid = np.ones(len(array), dtype=bool) if array.null_count == 0 else array.is_valid().to_numpy(zero_copy_only=False)
+    n_buckets = feature.num_embeddings
+    out_of_range = 0
+    if pa.types.is_integer(array.type):
+        ids = array.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        if feature.id_map == "identity":
+            in_range = (ids >= 0) & (ids < n_buckets - 1)
+            out_of_range = int((valid & ~in_range).sum())
+            buckets = np.where(in_range, ids + 1, NULL_BUCKET)
+        else:
+            buckets = bucketize(hash_int64(ids), n_buckets)
+    else:
+        buckets = bucketize(hash_strings(array), n_buckets)
+    if array.null_count:
+        buckets[~valid] = NULL_BUCKET
+    return buckets, int(array.null_count), out_of_range
+
+
+def single_ids(feature: SparseFeature, column: pa.Array | pa.ChunkedArray) -> IdColumn:
+    """A one-id-per-row column: every row has length 1 (null ids go to the reserved bucket)."""
+    values, nulls, oor = map_ids(feature, _as_plain(column))
+    return IdColumn(values, np.ones(len(values), dtype=np.int32), nulls, oor)
+
+
+def id_lists(feature: MultiHotFeature, column: pa.Array | pa.ChunkedArray) -> IdColumn:
+    """A list-of-ids column: null lists are empty; ``max_length`` keeps the leading ids of each row."""
+    column = _as_plain(column)
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int32)
+    flat = pc.list_flatten(column)  # honours slicing and skips null lists
+    values, nulls, oor = map_ids(feature, flat)
+    if feature.max_length is not None and len(values) and lengths.max() > feature.max_length:
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        position = np.arange(len(values)) - starts  # index of each id within its row
+        values = values[position < feature.max_length]
+        lengths = np.minimum(lengths, feature.max_length).astype(np.int32)
+    return IdColumn(values, lengths, nulls, oor)

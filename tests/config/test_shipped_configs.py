@@ -1,0 +1,29 @@
+"""Every config the project ships must load and validate (found recursively, so none is forgotten)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys_mtl.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+# deploy/ holds Kubernetes manifests (checked by their own tests), not recsys-mtl configs
+SKIP_DIRS = {".venv", ".git", "deploy", "demo", ".ci", "node_modules"}
+
+
+def shipped_configs() -> list[Path]:
+    return sorted(
+        p for p in ROOT.rglob("*.y*ml")
+        if p.suffix in {".yaml", ".yml"} and not SKIP_DIRS.intersection(p.relative_to(ROOT).parts)
+    )
+
+
+def test_some_configs_are_shipped():
+    assert shipped_configs(), "expected at least configs/example.yaml"
+
+
+@pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_config_validates(path):
+    load_config(path)

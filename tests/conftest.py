@@ -1,0 +1,27 @@
+"""Shared fixtures: small synthetic datasets written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys_mtl.config import Config, load_config
+from recsys_mtl.data.synthetic import GeneratorSpec, generate
+
+SMALL = GeneratorSpec(
+    rows=20_000, num_users=2_000, num_items=1_000, rows_per_file=6_000, row_group_size=2_048, seed=7
+)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory with train/ (several files, several row groups each), test/ and config.yaml."""
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(out, SMALL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_config(small_data: Path) -> Config:
+    return load_config(small_data / "config.yaml", ["data.batch_size=512", "group_key=row_id"])
