@@ -169,9 +169,9 @@ def _check_float(name: str, value: object, lo: float, hi: float, *, closed: bool
 def feature_config(spec: GeneratorSpec) -> dict:
     """The feature-config dict for a dataset generated with `spec` (written to out_dir/config.yaml).
 
-    Data paths are relative to the config file. num_embeddings is the feature's cardinality + 1 for
-    every feature, user_id and item_id included (not rounded up): the reader hashes ids into buckets
-    and reserves bucket 0 for null, so cardinality + 1 buckets leave room for every id.
+    Data paths are relative to the config file. The generated ids are dense (0..cardinality-1), so
+    every feature uses ``id_map: identity`` with cardinality + 1 buckets (bucket 0 is reserved for
+    null): no hash collisions, one embedding row per id.
     """
     sparse_cardinalities = {
         "user_id": spec.num_users,
@@ -187,7 +187,7 @@ def feature_config(spec: GeneratorSpec) -> dict:
         "data": {"train": "train", "eval": "test"},
         "features": {
             "sparse": [
-                {"name": name, "num_embeddings": int(card) + 1, "dim": EMBEDDING_DIM}
+                {"name": name, "num_embeddings": int(card) + 1, "dim": EMBEDDING_DIM, "id_map": "identity"}
                 for name, card in sparse_cardinalities.items()
             ],
             "multi_hot": [
@@ -195,7 +195,9 @@ def feature_config(spec: GeneratorSpec) -> dict:
                     "name": "hist_categories",
                     "num_embeddings": int(spec.num_categories) + 1,
                     "dim": EMBEDDING_DIM,
+                    "id_map": "identity",
                     "pooling": "mean",
+                    "max_length": max(int(spec.max_hist_len), 1),
                 }
             ],
             "dense": [

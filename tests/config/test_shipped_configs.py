@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys_mtl.config import load_config
+from recsys_mtl.config import config_to_dict, load_config, validate_config
+from recsys_mtl.data.synthetic import GeneratorSpec, feature_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # deploy/ holds Kubernetes manifests (checked by their own tests), not recsys-mtl configs
@@ -27,3 +28,10 @@ def test_some_configs_are_shipped():
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_config_validates(path):
     load_config(path)
+
+
+def test_example_config_describes_the_generated_demo_data():
+    example = config_to_dict(load_config(ROOT / "configs" / "example.yaml"))
+    generated = config_to_dict(validate_config(feature_config(GeneratorSpec())))
+    for section in ("features", "labels", "group_key"):
+        assert example[section] == generated[section], section

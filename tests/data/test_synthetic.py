@@ -133,7 +133,14 @@ def test_config_yaml_matches_feature_config(small: tuple[Path, GenerateSummary])
     sparse = {f["name"]: f["num_embeddings"] for f in loaded["features"]["sparse"]}
     assert sparse == {name: card + 1 for name, card in CARDINALITIES.items()}
     assert loaded["features"]["multi_hot"] == [
-        {"name": "hist_categories", "num_embeddings": SMALL.num_categories + 1, "dim": 16, "pooling": "mean"}
+        {
+            "name": "hist_categories",
+            "num_embeddings": SMALL.num_categories + 1,
+            "dim": 16,
+            "id_map": "identity",
+            "pooling": "mean",
+            "max_length": SMALL.max_hist_len,
+        }
     ]
     assert [f["name"] for f in loaded["features"]["dense"]] == DENSE
     assert loaded["labels"] == {"click": "click", "conversion": "conversion", "watch_time": "watch_time"}
