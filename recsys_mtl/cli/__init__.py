@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # torch warns once that torchrec's KeyedJaggedTensor calls is_fx_tracing(); nothing a user can act on
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
         return args.run(args) or 0
     except (ConfigError, DataError) as exc:
