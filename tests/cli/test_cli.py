@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,7 +20,8 @@ def test_help_lists_the_subcommands():
 
 
 def test_console_script_is_installed():
-    out = subprocess.run(["recsys-mtl", "generate", "--help"], capture_output=True, text=True, check=True).stdout
+    script = Path(sys.executable).parent / "recsys-mtl"  # installed into the same environment as python
+    out = subprocess.run([str(script), "generate", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--task-corr" in out and "--rows" in out
 
 
