@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements/torch-cpu.txt requirements/runtime.txt req
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/recsys-mtl generate --out $(DEMO)/data --rows $(ROWS)
+	$(BIN)/recsys-mtl generate --out $(DEMO)/data --rows $(ROWS) --overwrite
 	$(BIN)/recsys-mtl validate-data --config $(DEMO)/data/config.yaml --out $(DEMO)/validate
 
 test: $(STAMP)

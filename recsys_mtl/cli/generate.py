@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="correlation of the click and conversion signals, in [-1, 1]",
     )
     p.add_argument("--test-fraction", type=float, default=GeneratorSpec.test_fraction)
+    p.add_argument("--overwrite", action="store_true", help="replace DIR/train and DIR/test if they hold files")
     p.set_defaults(run=run)
 
 
@@ -29,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    s = generate(args.out, spec)
+    try:
+        s = generate(args.out, spec, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        raise ConfigError(f"{exc} (pass --overwrite to replace it)") from None
     print(
         f"wrote {s.train_rows:,} train rows ({s.train_files} files) and {s.test_rows:,} test rows "
         f"({s.test_files} files) to {args.out} in {s.seconds:.1f} s\n"

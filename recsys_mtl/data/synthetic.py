@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -604,10 +605,13 @@ def _file_sizes(rows: int, rows_per_file: int) -> list[int]:
     return [rows_per_file] * full + ([rest] if rest else [])
 
 
-def _prepare_split_dir(path: Path) -> None:
-    """Create an empty split directory; refuse a non-empty one, whose stale parts would mix in."""
+def _prepare_split_dir(path: Path, overwrite: bool) -> None:
+    """Create an empty split directory. A non-empty one is refused (its stale parts would mix in)
+    unless ``overwrite``, which deletes it first."""
     if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"{path} is not empty; generate into a fresh out_dir")
+        if not overwrite:
+            raise FileExistsError(f"{path} is not empty; generate into a fresh directory or overwrite it")
+        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
 
 
@@ -640,15 +644,16 @@ def _write_split(
     return counts
 
 
-def generate(out_dir: str | Path, spec: GeneratorSpec) -> GenerateSummary:
+def generate(out_dir: str | Path, spec: GeneratorSpec, *, overwrite: bool = False) -> GenerateSummary:
     """Write the train and test splits and config.yaml of `spec` under out_dir; return a summary.
 
-    Raises FileExistsError if out_dir/train or out_dir/test already holds files.
+    Raises FileExistsError if out_dir/train or out_dir/test already holds files, unless `overwrite`
+    (which replaces those two directories, nothing else).
     """
     start = time.perf_counter()
     out = Path(out_dir)
     for split in ("train", "test"):
-        _prepare_split_dir(out / split)
+        _prepare_split_dir(out / split, overwrite)
     tables = _build_tables(spec)
     cal = _calibrate(tables, spec)
     logger.info(

@@ -66,3 +66,12 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(small_data, tmp_path
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+def test_generate_refuses_to_mix_with_old_data_unless_overwrite(tmp_path, capsys):
+    argv = ["generate", "--out", str(tmp_path), "--rows", "2000"]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert main([*argv, "--rows", "3000", "--overwrite"]) == 0
+    assert "wrote 2,700 train rows" in capsys.readouterr().out
