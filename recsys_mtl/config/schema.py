@@ -32,6 +32,13 @@ class SparseFeature(Section):
     dim: PositiveInt
     column: str | None = Field(default=None, description="Parquet column, when it differs from name")
     id_map: Literal["hash", "identity"] = "hash"
+    table: str | None = Field(
+        default=None, description="embedding table name; features naming the same table share it"
+    )
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.name
 
     @property
     def source_column(self) -> str:
@@ -78,7 +85,22 @@ class FeaturesConfig(Section):
             raise ValueError(f"feature names must be unique across sparse/multi_hot/dense; repeated: {dupes}")
         if not self.sparse and not self.multi_hot:
             raise ValueError("at least one sparse or multi_hot feature is required (the embedding input)")
+        for table, members in self.tables().items():
+            shapes = {(f.num_embeddings, f.dim) for f in members}
+            poolings = {f.pooling for f in members if isinstance(f, MultiHotFeature)}
+            if len(shapes) > 1 or len(poolings) > 1:
+                raise ValueError(
+                    f"features sharing table {table!r} ({[f.name for f in members]}) must agree on "
+                    "num_embeddings and dim, and multi-hot members on pooling"
+                )
         return self
+
+    def tables(self) -> dict[str, list[SparseFeature]]:
+        """Embedding tables in order of first use, each with the id features it serves."""
+        out: dict[str, list[SparseFeature]] = {}
+        for f in self.id_features:
+            out.setdefault(f.table_name, []).append(f)
+        return out
 
     @property
     def id_features(self) -> tuple[SparseFeature, ...]:
@@ -127,6 +149,81 @@ class DataConfig(Section):
     prefetch: int = Field(default=4, ge=0, description="batches prepared ahead in a background thread")
 
 
+Dims = tuple[PositiveInt, ...]
+
+
+class ModelConfig(Section):
+    """The network between the embeddings and the task towers (SPEC §1).
+
+    ``hidden_dims`` is the MLP of each expert (mmoe, ple), of the shared bottom (shared_bottom), or of
+    each task's column (cross_stitch). ``dense_dims`` is the MLP over the dense features before they
+    join the embeddings (empty: raw dense values). Empty ``hidden_dims``, ``tower_dims`` and
+    ``dense_dims`` with ``shared_bottom`` make a logistic regression on the same features.
+    """
+
+    backbone: Literal["shared_bottom", "mmoe", "ple", "cross_stitch"] = "mmoe"
+    dense_dims: Dims = (64,)
+    hidden_dims: Dims = (256, 128)
+    num_experts: PositiveInt = Field(default=4, description="mmoe: shared experts")
+    ple_levels: PositiveInt = Field(default=2, description="ple: stacked CGC levels")
+    ple_shared_experts: PositiveInt = 2
+    ple_task_experts: PositiveInt = 1
+    tower_dims: Dims = (64,)
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class TaskConfig(Section):
+    """One objective. ``kind``:
+
+    * ``ctr``: p(click), BCE on all impressions (tower ``ctr``);
+    * ``ctcvr``: ESMM, pCTCVR = pCTR x pCVR, BCE on click-and-convert over all impressions (towers
+      ``ctr`` and ``cvr``; needs a ``ctr`` task);
+    * ``cvr``: the click-only CVR baseline, BCE on conversion over clicked rows only (tower ``cvr``);
+    * ``watch_time``: ``loss: weighted_logistic`` (YouTube: clicked rows weighted by watch time,
+      prediction exp(logit)) or ``log1p_mse`` (regression on log1p(T)) (tower ``watch_time``).
+    """
+
+    name: str = Field(min_length=1)
+    kind: Literal["ctr", "ctcvr", "cvr", "watch_time"]
+    weight: float = Field(default=1.0, ge=0.0)
+    loss: Literal["weighted_logistic", "log1p_mse"] | None = Field(
+        default=None, description="watch_time only (default weighted_logistic)"
+    )
+
+    @property
+    def watch_loss(self) -> str:
+        return self.loss or "weighted_logistic"
+
+
+ShardingType = Literal["table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "data_parallel"]
+
+
+class TrainConfig(Section):
+    """Optimisation, logging, evaluation and checkpoint cadence (SPEC §4)."""
+
+    epochs: PositiveInt = 1
+    max_steps: PositiveInt | None = Field(default=None, description="stop after this many steps in all")
+    embedding_optimizer: Literal["rowwise_adagrad", "adam"] = "rowwise_adagrad"
+    embedding_lr: float = Field(default=0.05, gt=0.0)
+    dense_optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
+    dense_lr: float = Field(default=2e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    warmup_steps: int = Field(default=50, ge=0, description="linear LR warm-up of the dense optimizer")
+    lr_decay: Literal["none", "linear", "cosine"] = "cosine"
+    min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    grad_clip_norm: float | None = Field(default=10.0, gt=0.0, description="dense gradients; null: off")
+    log_every_steps: PositiveInt = 50
+    eval_every_steps: int = Field(default=0, ge=0, description="0: evaluate at the end of each epoch only")
+    checkpoint_every_steps: int = Field(default=0, ge=0, description="0: at the end of each epoch only")
+    keep_checkpoints: PositiveInt = 2
+    sharding: dict[str, ShardingType] = Field(
+        default_factory=dict, description="pin a table's sharding type; others are chosen by the planner"
+    )
+    prometheus_port: int | None = Field(default=None, ge=0, le=65535, description="rank 0 job metrics")
+    seed: int = 0
+
+
 class Config(Section):
     """The whole resolved configuration of a run."""
 
@@ -134,3 +231,50 @@ class Config(Section):
     features: FeaturesConfig
     labels: LabelsConfig = LabelsConfig()
     group_key: str | None = Field(default=None, description="column grouping rows for GAUC (e.g. user_id)")
+    model: ModelConfig = ModelConfig()
+    tasks: tuple[TaskConfig, ...] | None = Field(
+        default=None, description="null: ctr, plus ctcvr (ESMM) and watch_time when those labels exist"
+    )
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _tasks_fit_labels_and_tables(self) -> Config:
+        tasks = self.resolved_tasks()
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        kinds = [t.kind for t in tasks]
+        labels = self.labels.columns()
+        needs = {"ctr": ["click"], "ctcvr": ["click", "conversion"], "cvr": ["click", "conversion"]}
+        for t in tasks:
+            required = needs.get(t.kind, ["watch_time"] + (["click"] if t.watch_loss == "weighted_logistic" else []))
+            missing = [r for r in required if r not in labels]
+            if missing:
+                raise ValueError(f"task {t.name!r} ({t.kind}) needs label(s) {missing}; set labels.<role> to a column")
+            if t.loss is not None and t.kind != "watch_time":
+                raise ValueError(f"task {t.name!r}: loss is only for watch_time tasks")
+        for kind in ("ctr", "ctcvr", "cvr", "watch_time"):
+            if kinds.count(kind) > 1:
+                raise ValueError(f"at most one {kind} task (they would share tower {kind!r})")
+        if "ctcvr" in kinds and "ctr" not in kinds:
+            raise ValueError("a ctcvr (ESMM) task needs a ctr task: pCTCVR = pCTR x pCVR")
+        if "ctcvr" in kinds and "cvr" in kinds:
+            raise ValueError("ctcvr (ESMM) and cvr (click-only baseline) both train tower 'cvr'; pick one")
+        unknown = sorted(set(self.train.sharding) - set(self.features.tables()))
+        if unknown:
+            raise ValueError(f"train.sharding names unknown tables {unknown}; tables: {list(self.features.tables())}")
+        return self
+
+    def resolved_tasks(self) -> tuple[TaskConfig, ...]:
+        """The configured tasks, or the defaults the labels allow (ctr, ctcvr, watch_time)."""
+        if self.tasks is not None:
+            return self.tasks
+        labels = self.labels.columns()
+        tasks = [TaskConfig(name="ctr", kind="ctr")] if "click" in labels else []
+        if "conversion" in labels:
+            tasks.append(TaskConfig(name="ctcvr", kind="ctcvr"))
+        if "watch_time" in labels:
+            # without clicks there is nothing to weight, so regress log1p(T) instead
+            loss = None if "click" in labels else "log1p_mse"
+            tasks.append(TaskConfig(name="watch_time", kind="watch_time", loss=loss))
+        return tuple(tasks)

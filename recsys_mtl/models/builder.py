@@ -1,0 +1,63 @@
+"""Config -> modules: the only place that reads the model and task sections of a config."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+
+from recsys_mtl.config import Config, MultiHotFeature
+from recsys_mtl.models.multitask import MultiTaskModel
+from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
+from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.towers import Tower
+from recsys_mtl.tasks.heads import TaskSpec, tower_names
+
+
+def task_specs(config: Config) -> list[TaskSpec]:
+    return [TaskSpec(t.name, t.kind, t.weight, t.watch_loss) for t in config.resolved_tasks()]
+
+
+def table_configs(config: Config) -> list[EmbeddingBagConfig]:
+    """One EmbeddingBagConfig per table (features naming the same ``table`` share one)."""
+    out = []
+    for table, features in config.features.tables().items():
+        pooling = next((f.pooling for f in features if isinstance(f, MultiHotFeature)), "sum")
+        out.append(
+            EmbeddingBagConfig(
+                name=table,
+                embedding_dim=features[0].dim,
+                num_embeddings=features[0].num_embeddings,
+                feature_names=[f.name for f in features],
+                pooling=PoolingType.MEAN if pooling == "mean" else PoolingType.SUM,
+            )
+        )
+    return out
+
+
+def build_model(config: Config, device: torch.device | str = "meta") -> MultiTaskModel:
+    """The model with its EmbeddingBagCollection on ``device`` ("meta" for DistributedModelParallel;
+    "cpu" for an unsharded copy, e.g. to load a checkpoint at any world size)."""
+    m = config.model
+    tasks = task_specs(config)
+    towers = tower_names(tasks)
+    ebc = EmbeddingBagCollection(tables=table_configs(config), device=torch.device(device))
+    dense_arch = MLP(len(config.features.dense), m.dense_dims, m.activation, m.dropout)
+    in_dim = sum(f.dim for f in config.features.id_features) + dense_arch.out_dim
+    make_expert = partial(MLP, dims=m.hidden_dims, activation=m.activation, dropout=m.dropout)
+    num = len(towers)
+    backbone: nn.Module
+    if m.backbone == "shared_bottom":
+        backbone = SharedBottom(make_expert(in_dim), num)
+    elif m.backbone == "mmoe":
+        backbone = MMoE(in_dim, make_expert, m.num_experts, num)
+    elif m.backbone == "ple":
+        backbone = PLE(in_dim, make_expert, num, m.ple_levels, m.ple_task_experts, m.ple_shared_experts)
+    else:
+        backbone = CrossStitch(
+            in_dim, list(m.hidden_dims), num, lambda i, o: MLP(i, [o], m.activation, m.dropout)
+        )
+    heads = nn.ModuleDict({name: Tower(backbone.out_dim, m.tower_dims, m.activation, m.dropout) for name in towers})
+    return MultiTaskModel(ebc, dense_arch, backbone, heads)

@@ -1,0 +1,136 @@
+"""Multi-task backbones: the shared part between the embeddings and the task towers (SPEC §1).
+
+Each maps ``x: [B, Din]`` to one representation per task, stacked as ``[T, B, H]``, and exposes
+``out_dim`` (H). Tasks are indexed 0..T-1 in the order the model's towers are listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from recsys_mtl.modules.mlp import MLP
+
+ExpertFactory = Callable[[int], MLP]  # in_dim -> expert MLP
+
+
+class SharedBottom(nn.Module):
+    """Hard parameter sharing: one MLP whose output every task uses."""
+
+    def __init__(self, bottom: MLP, num_tasks: int):
+        super().__init__()
+        self.bottom = bottom
+        self.num_tasks = num_tasks
+        self.out_dim = bottom.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, Din] -> [T, B, H]``"""
+        h = self.bottom(x)
+        return h.unsqueeze(0).expand(self.num_tasks, -1, -1)
+
+
+class MMoE(nn.Module):
+    """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018): E shared experts, one softmax gate per task.
+
+    With ``num_gates=1`` it is the one-gate MoE baseline of the paper (every task reads the same mix).
+    """
+
+    def __init__(self, in_dim: int, make_expert: ExpertFactory, num_experts: int, num_tasks: int, num_gates: int | None = None):
+        super().__init__()
+        self.experts = nn.ModuleList(make_expert(in_dim) for _ in range(num_experts))
+        self.num_tasks = num_tasks
+        self.gates = nn.ModuleList(nn.Linear(in_dim, num_experts) for _ in range(num_gates or num_tasks))
+        self.out_dim = self.experts[0].out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, Din] -> [T, B, H]``"""
+        experts = torch.stack([e(x) for e in self.experts], dim=1)  # [B, E, H]
+        gates = torch.stack([torch.softmax(g(x), dim=-1) for g in self.gates])  # [G, B, E]
+        mixed = torch.einsum("gbe,beh->gbh", gates, experts)  # [G, B, H]
+        return mixed.expand(self.num_tasks, -1, -1) if len(self.gates) == 1 else mixed
+
+
+class CGCLayer(nn.Module):
+    """One Customized Gate Control level of PLE (Tang et al., RecSys 2020).
+
+    Each task has its own experts and a gate over (its experts + the shared experts); unless this is the
+    last level, a shared gate over all experts feeds the next level's shared input.
+    """
+
+    def __init__(self, in_dim: int, make_expert: ExpertFactory, num_tasks: int, task_experts: int, shared_experts: int, last: bool):
+        super().__init__()
+        self.task_experts = nn.ModuleList(
+            nn.ModuleList(make_expert(in_dim) for _ in range(task_experts)) for _ in range(num_tasks)
+        )
+        self.shared_experts = nn.ModuleList(make_expert(in_dim) for _ in range(shared_experts))
+        self.task_gates = nn.ModuleList(nn.Linear(in_dim, task_experts + shared_experts) for _ in range(num_tasks))
+        self.shared_gate = None if last else nn.Linear(in_dim, num_tasks * task_experts + shared_experts)
+        self.out_dim = self.shared_experts[0].out_dim
+
+    def forward(self, task_inputs: torch.Tensor, shared_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([T, B, Din], [B, Din]) -> ([T, B, H], [B, H])``; the shared output is only meaningful
+        below the last level."""
+        shared = [e(shared_input) for e in self.shared_experts]  # S x [B, H]
+        own = [[e(task_inputs[t]) for e in experts] for t, experts in enumerate(self.task_experts)]
+        outs = []
+        for t, gate in enumerate(self.task_gates):
+            candidates = torch.stack(own[t] + shared, dim=1)  # [B, Et + S, H]
+            weights = torch.softmax(gate(task_inputs[t]), dim=-1).unsqueeze(-1)  # [B, Et + S, 1]
+            outs.append((weights * candidates).sum(dim=1))
+        if self.shared_gate is None:
+            return torch.stack(outs), shared_input
+        every = torch.stack([e for task in own for e in task] + shared, dim=1)  # [B, T*Et + S, H]
+        weights = torch.softmax(self.shared_gate(shared_input), dim=-1).unsqueeze(-1)
+        return torch.stack(outs), (weights * every).sum(dim=1)
+
+
+class PLE(nn.Module):
+    """Progressive Layered Extraction: stacked CGC levels, task-specific and shared paths kept apart."""
+
+    def __init__(self, in_dim: int, make_expert: ExpertFactory, num_tasks: int, levels: int, task_experts: int, shared_experts: int):
+        super().__init__()
+        layers = []
+        width = in_dim
+        for level in range(levels):
+            layer = CGCLayer(width, make_expert, num_tasks, task_experts, shared_experts, last=level == levels - 1)
+            layers.append(layer)
+            width = layer.out_dim
+        self.levels = nn.ModuleList(layers)
+        self.num_tasks = num_tasks
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, Din] -> [T, B, H]``"""
+        task_inputs, shared = x.unsqueeze(0).expand(self.num_tasks, -1, -1), x
+        for level in self.levels:
+            task_inputs, shared = level(task_inputs, shared)
+        return task_inputs
+
+
+class CrossStitch(nn.Module):
+    """Cross-stitch networks (Misra et al., 2016): one column per task; after every layer the columns'
+    activations are mixed by a learned T x T matrix alpha (initialised near the identity)."""
+
+    def __init__(self, in_dim: int, dims: list[int], num_tasks: int, make_layer: Callable[[int, int], nn.Module], self_weight: float = 0.9):
+        super().__init__()
+        self.columns = nn.ModuleList()
+        self.alphas = nn.ParameterList()
+        width = in_dim
+        off = (1.0 - self_weight) / max(num_tasks - 1, 1)
+        init = torch.full((num_tasks, num_tasks), off).fill_diagonal_(self_weight if num_tasks > 1 else 1.0)
+        for dim in dims:
+            self.columns.append(nn.ModuleList(make_layer(width, dim) for _ in range(num_tasks)))
+            self.alphas.append(nn.Parameter(init.clone()))
+            width = dim
+        self.num_tasks = num_tasks
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, Din] -> [T, B, H]``"""
+        h = x.unsqueeze(0).expand(self.num_tasks, -1, -1)  # [T, B, Din]
+        for layers, alpha in zip(self.columns, self.alphas, strict=True):
+            h = torch.stack([layer(h[t]) for t, layer in enumerate(layers)])  # [T, B, H_l]
+            h = torch.einsum("ts,sbh->tbh", alpha, h)  # task t reads sum_s alpha[t, s] * column s
+        return h

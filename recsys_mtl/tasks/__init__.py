@@ -1,0 +1,1 @@
+"""Objectives: which towers each task needs, its loss, and the probabilities it predicts."""
