@@ -15,8 +15,11 @@ from recsys_mtl.config.schema import (
     DenseFeature,
     FeaturesConfig,
     LabelsConfig,
+    ModelConfig,
     MultiHotFeature,
     SparseFeature,
+    TaskConfig,
+    TrainConfig,
 )
 
 __all__ = [
@@ -26,8 +29,11 @@ __all__ = [
     "DenseFeature",
     "FeaturesConfig",
     "LabelsConfig",
+    "ModelConfig",
     "MultiHotFeature",
     "SparseFeature",
+    "TaskConfig",
+    "TrainConfig",
     "apply_overrides",
     "config_to_dict",
     "dump_config",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -19,6 +19,7 @@ class Batch(Pipelineable):
     labels:    {role: [B] float32} for the label roles present (click, conversion, watch_time)
     weights:   [B] float32, 1 for real rows, 0 for padding
     group_ids: [B] int64, the group key (e.g. user id) for GAUC; -1 on padding rows
+    extras:    {column: [B] float32} numeric pass-through columns (e.g. oracle probabilities)
     """
 
     sparse: KeyedJaggedTensor
@@ -26,6 +27,7 @@ class Batch(Pipelineable):
     labels: dict[str, torch.Tensor]
     weights: torch.Tensor
     group_ids: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -38,6 +40,7 @@ class Batch(Pipelineable):
             labels={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.labels.items()},
             weights=self.weights.to(device=device, non_blocking=non_blocking),
             group_ids=self.group_ids.to(device=device, non_blocking=non_blocking),
+            extras={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.extras.items()},
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
@@ -47,6 +50,8 @@ class Batch(Pipelineable):
             v.record_stream(stream)
         self.weights.record_stream(stream)
         self.group_ids.record_stream(stream)
+        for v in self.extras.values():
+            v.record_stream(stream)
 
     def pin_memory(self) -> Batch:
         return Batch(
@@ -55,4 +60,5 @@ class Batch(Pipelineable):
             labels={k: v.pin_memory() for k, v in self.labels.items()},
             weights=self.weights.pin_memory(),
             group_ids=self.group_ids.pin_memory(),
+            extras={k: v.pin_memory() for k, v in self.extras.items()},
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -43,8 +43,8 @@ class ColumnRule:
     check: Callable[[pa.DataType], bool]
 
 
-def column_rules(config: Config, *, with_labels: bool = True) -> list[ColumnRule]:
-    """Rules for every column the config reads (features, labels, group key), each column once."""
+def column_rules(config: Config, *, with_labels: bool = True, extra_columns: Sequence[str] = ()) -> list[ColumnRule]:
+    """Rules for every column the config reads (features, labels, group key, extras), each column once."""
     rules: dict[str, ColumnRule] = {}
 
     def add(rule: ColumnRule) -> None:
@@ -65,6 +65,8 @@ def column_rules(config: Config, *, with_labels: bool = True) -> list[ColumnRule
             add(ColumnRule(col, f"label {role!r}", "int, float or bool", _is_number))
     if config.group_key:
         add(ColumnRule(config.group_key, "group_key", "int or string", _is_id))
+    for col in extra_columns:
+        add(ColumnRule(col, "extra column", "int, float or bool", _is_number))
     return list(rules.values())
 
 

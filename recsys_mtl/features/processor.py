@@ -6,6 +6,8 @@ model sees byte-identical inputs wherever it runs (train/serve skew is designed 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import torch
@@ -34,9 +36,17 @@ class FeatureProcessor:
     """Turns Arrow tables into model batches according to a config and the train-split dense stats.
 
     ``with_labels=False`` is the serving mode: label columns are neither required nor read.
+    ``extra_columns`` are numeric columns passed through as ``batch.extras`` (e.g. oracle columns).
     """
 
-    def __init__(self, config: Config, stats: DenseStats | None = None, *, with_labels: bool = True):
+    def __init__(
+        self,
+        config: Config,
+        stats: DenseStats | None = None,
+        *,
+        with_labels: bool = True,
+        extra_columns: Sequence[str] = (),
+    ):
         missing = [
             f.name for f in config.features.dense if needs_stats(f) and (stats is None or f.name not in stats)
         ]
@@ -48,7 +58,8 @@ class FeatureProcessor:
         self.config = config
         self.stats = stats
         self.with_labels = with_labels
-        self.rules: list[ColumnRule] = column_rules(config, with_labels=with_labels)
+        self.rules: list[ColumnRule] = column_rules(config, with_labels=with_labels, extra_columns=extra_columns)
+        self.extra_columns = tuple(extra_columns)
         self.label_columns = config.labels.columns() if with_labels else {}
 
     @property
@@ -89,6 +100,10 @@ class FeatureProcessor:
             labels={role: torch.from_numpy(_pad(y.astype(np.float32), rows)) for role, y in labels.items()},
             weights=torch.from_numpy(weights),
             group_ids=torch.from_numpy(self._group_ids(table, rows)),
+            extras={
+                c: torch.from_numpy(_pad(raw_values(table.column(c))[0].astype(np.float32), rows))
+                for c in self.extra_columns
+            },
         )
 
     def _drop_bad_rows(

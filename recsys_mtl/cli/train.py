@@ -1,0 +1,66 @@
+"""``recsys-mtl train``: train on 1 process, ``--nproc N`` local processes, or inside an outer torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from recsys_mtl.cli.common import add_config_args, config_from_args
+from recsys_mtl.train.distributed import under_launcher
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the multi-task model (sharded embeddings, DMP)")
+    add_config_args(p)
+    p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory")
+    p.add_argument("--nproc", type=int, default=1, help="local processes to launch through torch.distributed.run")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.set_defaults(run=run)
+
+
+def _relaunch(args: argparse.Namespace) -> int:
+    """Re-run this same command under torch.distributed.run with N local processes."""
+    from torch.distributed.run import main as torchrun
+
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv):  # drop --nproc N / --nproc=N, keep everything else as typed
+        if a == "--nproc":
+            argv = argv[:i] + argv[i + 2 :]
+            break
+        if a.startswith("--nproc="):
+            argv = argv[:i] + argv[i + 1 :]
+            break
+    torchrun(["--standalone", f"--nproc_per_node={args.nproc}", "-m", "recsys_mtl", *argv])
+    return 0
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [f"{'task':<12}{'metric':<24}{'model':>10}{'oracle':>10}{'gap':>10}"]
+    for task, metrics in result["metrics"].items():
+        for name, value in metrics.items():
+            if name.startswith("oracle_"):
+                continue
+            oracle = metrics.get(f"oracle_{name}")
+            gap = f"{oracle - value:>10.4f}" if oracle is not None else f"{'':>10}"
+            shown = f"{oracle:>10.4f}" if oracle is not None else f"{'-':>10}"
+            lines.append(f"{task:<12}{name:<24}{value:>10.4f}{shown}{gap}")
+    rate = result["samples_per_s"]
+    lines.append(f"{result['steps']} steps on {result['world_size']} rank(s)" + (f", {rate:,.0f} samples/s" if rate else ""))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # validate before launching anything
+    if args.nproc > 1 and not under_launcher():
+        return _relaunch(args)
+    from recsys_mtl.train.loop import train
+
+    result = train(config, args.out, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print(format_result(result))
+        print(f"run directory: {args.out} (metrics.json, train_log.jsonl, checkpoints/)")
+    return 0
+

@@ -1,0 +1,1 @@
+"""Distributed training on DistributedModelParallel with TorchRec's train pipeline (SPEC §4)."""

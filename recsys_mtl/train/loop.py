@@ -1,0 +1,254 @@
+"""The training loop: one linear pass of set-up, steps, evaluation and checkpoints on DMP.
+
+Run directory ``RUN/``: ``config.yaml`` (resolved), ``dense_stats.json``, ``plan.json`` (sharding),
+``train_log.jsonl`` (one JSON object per log interval / evaluation / checkpoint), ``checkpoints/``,
+``metrics.json`` (final evaluation, data quality, throughput).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+from recsys_mtl.config import Config, ConfigError, save_config
+from recsys_mtl.data.quality import DataQuality
+from recsys_mtl.data.reader import BatchReader
+from recsys_mtl.data.source import ParquetSource
+from recsys_mtl.data.synthetic import ORACLE_COLUMNS
+from recsys_mtl.features.batch import Batch
+from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.models.builder import build_model, task_specs
+from recsys_mtl.progress import Progress
+from recsys_mtl.tasks.train_module import MultiTaskTrainModule
+from recsys_mtl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from recsys_mtl.train.distributed import DistEnv, broadcast_object, init_distributed, shutdown
+from recsys_mtl.train.evaluate import evaluate
+from recsys_mtl.train.joblog import JobLog
+from recsys_mtl.train.optim import TrainOptimizer
+from recsys_mtl.train.sharding import describe_plan, make_plan, sharders
+
+log = logging.getLogger("recsys_mtl.train")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where training stands: optimizer steps done, and the data position they correspond to."""
+
+    step: int
+    epoch: int
+    batch_in_epoch: int
+
+
+def resume_position(meta: dict[str, Any], steps_per_epoch: int, world_size: int) -> Position:
+    """The data position to continue from. At another world size the rows already consumed in the
+    epoch are mapped to this job's (smaller or larger) per-rank batch count, rounding down."""
+    epoch, batch = meta["epoch"], meta["batch_in_epoch"]
+    if meta["world_size"] != world_size:
+        batch = batch * meta["world_size"] // world_size
+        log.warning(
+            "resuming a %d-rank checkpoint on %d ranks: continuing epoch %d at batch %d of %d",
+            meta["world_size"], world_size, epoch, batch, steps_per_epoch,
+        )
+    if batch >= steps_per_epoch:
+        epoch, batch = epoch + 1, 0
+    return Position(epoch * steps_per_epoch + batch, epoch, batch)
+
+
+def _epochs(reader: BatchReader, start: Position, epochs: int) -> Iterator[Batch]:
+    """Batches from ``start`` to the end of the last epoch; each epoch has its own shuffle order."""
+    for epoch in range(start.epoch, epochs):
+        reader.set_epoch(epoch, start.batch_in_epoch if epoch == start.epoch else 0)
+        yield from reader
+
+
+def _dense_stats(config: Config, out: Path, env: DistEnv) -> DenseStats:
+    """Train-split statistics, computed once by rank 0 (or reread on resume) and shared."""
+    path = out / "dense_stats.json"
+    stats = None
+    if env.is_main:
+        if path.is_file():
+            stats = DenseStats.load(path)
+        else:
+            source = ParquetSource(config.data.train)
+            stats = DenseStats.compute(config.features.dense, source.iter_tables([f.source_column for f in config.features.dense]))
+            stats.save(path)
+    return DenseStats.from_dict(broadcast_object(stats.to_dict() if stats else None))
+
+
+def _eval_reader(config: Config, stats: DenseStats, env: DistEnv) -> BatchReader | None:
+    if config.data.eval is None:
+        return None
+    source = ParquetSource(config.data.eval)
+    schema = source.schemas[source.files[0]]
+    oracle = [c for c in ORACLE_COLUMNS if c in schema.names]
+    processor = FeatureProcessor(config, stats, extra_columns=oracle)
+    data = config.data
+    return BatchReader(
+        source, processor, batch_size=data.batch_size, rank=env.rank, world_size=env.world_size,
+        last_batch="pad", prefetch=data.prefetch,
+    )
+
+
+def _check_out_dir(out: Path, resume: bool) -> Path | None:
+    latest = latest_checkpoint(out / "checkpoints")
+    if latest is not None and not resume:
+        raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue it, or use a new --out")
+    if resume and latest is None:
+        log.warning("--resume: no checkpoint under %s; starting from the beginning", out / "checkpoints")
+    return latest
+
+
+def _sum_quality(quality: DataQuality) -> DataQuality:
+    parts: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
+    dist.all_gather_object(parts, quality.to_dict())
+    total = DataQuality()
+    for part in parts:
+        total.merge(DataQuality.from_dict(part))
+    return total
+
+
+def train(config: Config, out: Path, resume: bool = False) -> dict[str, Any]:
+    """Train as the config says (joining or creating the process group); return the final metrics."""
+    env = init_distributed()
+    try:
+        return _train(config, Path(out), resume, env)
+    finally:
+        shutdown()
+
+
+def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, Any]:
+    t = config.train
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    latest = _check_out_dir(out, resume)
+    stats = _dense_stats(config, out, env)
+    if env.is_main:
+        save_config(config, out / "config.yaml")
+    joblog = JobLog(out / "train_log.jsonl", t.prometheus_port) if env.is_main else None
+
+    tasks = task_specs(config)
+    train_reader = BatchReader.from_config(config, "train", FeatureProcessor(config, stats), rank=env.rank, world_size=env.world_size)
+    eval_reader = _eval_reader(config, stats, env)
+    steps_per_epoch = len(train_reader)
+    total_steps = min(steps_per_epoch * t.epochs, t.max_steps or steps_per_epoch * t.epochs)
+
+    # the same seed on every rank: dense parameters start identical (DDP also broadcasts them)
+    torch.manual_seed(t.seed)
+    module = MultiTaskTrainModule(build_model(config, device="meta"), tasks)
+    plan = make_plan(module, config, env.device, env.world_size)
+    if env.is_main:
+        (out / "plan.json").write_text(json.dumps(describe_plan(plan), indent=2) + "\n")
+        log.info("sharding plan:\n%s", plan)
+    model = DistributedModelParallel(module, device=env.device, plan=plan, sharders=sharders(config))
+    optimizer = TrainOptimizer(model, t, total_steps)
+
+    pos = Position(0, 0, 0)
+    if latest is not None:
+        meta = load_checkpoint(latest, model, optimizer)
+        pos = resume_position(meta, steps_per_epoch, env.world_size)
+        optimizer.step_count = pos.step
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", latest, pos.step, pos.epoch, pos.batch_in_epoch)
+
+    first_step = pos.step
+    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
+    batches = islice(_epochs(train_reader, pos, t.epochs), max(total_steps - pos.step, 0))
+    samples_per_step = config.data.batch_size * env.world_size
+    metrics: dict[str, dict[str, float]] = {}
+    interval_losses = torch.zeros(len(tasks))
+    interval_steps, interval_start, train_seconds = 0, time.perf_counter(), 0.0
+
+    def checkpoint() -> None:
+        meta = {
+            "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch, "world_size": env.world_size,
+            "steps_per_epoch": steps_per_epoch, "config": json.loads(config.model_dump_json()), "metrics": metrics,
+        }
+        save_checkpoint(out / "checkpoints", pos.step, model, optimizer, meta, t.keep_checkpoints)
+        if joblog:
+            joblog.write("checkpoint", step=pos.step)
+
+    def run_eval() -> None:
+        nonlocal metrics
+        if eval_reader is None:
+            return
+        detached = pipeline.detach()  # evaluation runs the sharded model without the pipeline's hooks
+        metrics = evaluate(detached, eval_reader, tasks, env.device)
+        pipeline.attach(detached)
+        if joblog:
+            joblog.write("eval", step=pos.step, epoch=pos.epoch, metrics=metrics)
+        log.info("eval at step %d: %s", pos.step, _headline(metrics))
+
+    model.train()
+    with Progress((total_steps - pos.step) * samples_per_step if env.is_main else 0, "train", "samples") as progress:
+        while pos.step < total_steps:
+            # dropout draws from a stream fixed by (seed, step, rank): a resumed run repeats it exactly
+            torch.manual_seed(t.seed * 1_000_003 + pos.step * 7_919 + env.rank)
+            step_start = time.perf_counter()
+            losses, _ = pipeline.progress(batches)  # the pipeline returns the output part of (loss, output)
+            train_seconds += time.perf_counter() - step_start
+            interval_losses += torch.stack([losses[task.name] for task in tasks]).cpu()
+            interval_steps += 1
+            batch_in_epoch = pos.batch_in_epoch + 1
+            epoch_done = batch_in_epoch == steps_per_epoch
+            pos = Position(pos.step + 1, pos.epoch + epoch_done, 0 if epoch_done else batch_in_epoch)
+            if env.is_main:
+                progress.update(samples_per_step)
+
+            if pos.step % t.log_every_steps == 0 or pos.step == total_steps:
+                mean = interval_losses.clone()
+                dist.all_reduce(mean)  # every rank is at the same step, so this cannot hang
+                mean /= interval_steps * env.world_size
+                elapsed = time.perf_counter() - interval_start
+                if joblog:
+                    joblog.write(
+                        "train", step=pos.step, epoch=pos.epoch, lr=optimizer.lr,
+                        samples_per_s=interval_steps * samples_per_step / elapsed,
+                        loss={task.name: float(v) for task, v in zip(tasks, mean, strict=True)},
+                        task_weights={task.name: task.weight for task in tasks},
+                        grad_norm=optimizer.last_grad_norm,
+                    )
+                interval_losses.zero_()
+                interval_steps, interval_start = 0, time.perf_counter()
+
+            finished = pos.step == total_steps
+            if epoch_done or finished or (t.eval_every_steps and pos.step % t.eval_every_steps == 0):
+                run_eval()
+            if epoch_done or finished or (t.checkpoint_every_steps and pos.step % t.checkpoint_every_steps == 0):
+                checkpoint()
+
+    if pos.step == 0 or not metrics:  # nothing left to train (resumed a finished run): still report
+        run_eval()
+    quality = _sum_quality(train_reader.quality)
+    result = {
+        "steps": pos.step,
+        "epochs": t.epochs,
+        "world_size": env.world_size,
+        "samples_per_s": samples_per_step * (pos.step - first_step) / train_seconds if train_seconds else None,
+        "metrics": metrics,
+        "train_data_quality": quality.to_dict(),
+        "plan": describe_plan(plan),
+    }
+    if env.is_main:
+        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        if joblog:
+            joblog.write("done", **{k: v for k, v in result.items() if k != "plan"})
+        log.info("data quality (train): %s", quality.to_dict())
+    return result
+
+
+def _headline(metrics: dict[str, dict[str, float]]) -> str:
+    return ", ".join(
+        f"{task} {name} {value:.4f}" for task, m in metrics.items() for name, value in m.items() if not name.startswith("oracle")
+    )

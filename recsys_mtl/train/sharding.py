@@ -1,0 +1,74 @@
+"""Sharding plan and sharders: which rank holds which embedding table (or slice), and the fused
+embedding optimizer applied inside the backward pass."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed as dist
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from torch import nn
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.types import ShardingPlan
+
+from recsys_mtl.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+# torchrec 1.8 offers row-wise sharding on CUDA only. data_parallel tables use a dense kernel and
+# are then updated by the dense optimizer, so the planner gets them only when a table is pinned to it.
+SHARDING_TYPES = {
+    "cpu": ["table_wise", "column_wise", "table_column_wise"],
+    "cuda": ["table_wise", "row_wise", "table_row_wise", "column_wise", "table_column_wise"],
+}
+
+
+def sharders(config: Config) -> list[EmbeddingBagCollectionSharder]:
+    t = config.train
+    if t.embedding_optimizer == "adam":
+        fused = {"optimizer": EmbOptimType.ADAM, "learning_rate": t.embedding_lr, "eps": 1e-8, "beta1": 0.9, "beta2": 0.999}
+    else:
+        fused = {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": t.embedding_lr, "eps": 1e-8}
+    if t.weight_decay:
+        fused["weight_decay"] = t.weight_decay
+    return [EmbeddingBagCollectionSharder(fused_params=fused)]
+
+
+def constraints(config: Config, device: torch.device) -> dict[str, ParameterConstraints]:
+    """Per table: the pinned type from ``train.sharding`` or the fused types this device supports."""
+    allowed = SHARDING_TYPES["cuda" if device.type == "cuda" else "cpu"]
+    out = {}
+    for table in config.features.tables():
+        pinned = config.train.sharding.get(table)
+        if pinned is not None and pinned != "data_parallel" and pinned not in allowed:
+            raise ConfigError(
+                f"train.sharding.{table}: {pinned} is not available on {device.type} with torchrec 1.8; "
+                f"use one of {allowed + ['data_parallel']}"
+            )
+        if pinned == "data_parallel":
+            out[table] = ParameterConstraints(sharding_types=["data_parallel"])
+        else:
+            out[table] = ParameterConstraints(sharding_types=[pinned] if pinned else allowed, compute_kernels=["fused"])
+    return out
+
+
+def make_plan(module: nn.Module, config: Config, device: torch.device, world_size: int) -> ShardingPlan:
+    """The planner's plan, computed on rank 0 and broadcast so every rank shards identically."""
+    planner = EmbeddingShardingPlanner(
+        topology=Topology(world_size=world_size, compute_device=device.type),
+        constraints=constraints(config, device),
+    )
+    return planner.collective_plan(module, sharders(config), dist.GroupMember.WORLD)
+
+
+def describe_plan(plan: ShardingPlan) -> list[dict]:
+    """``[{table, sharding, kernel, ranks}]`` for logs and the run directory."""
+    rows = []
+    for module_plan in plan.plan.values():
+        for table, p in module_plan.items():
+            ranks = sorted({s.placement.rank() for s in p.sharding_spec.shards} if p.sharding_spec else set(p.ranks or []))
+            rows.append({"table": table, "sharding": p.sharding_type, "kernel": p.compute_kernel, "ranks": ranks})
+    return rows
