@@ -124,19 +124,50 @@ def validate_config(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         raise ConfigError(_format_errors(exc, source)) from None
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config, resolve relative data paths against its directory, apply overrides, validate."""
-    path = Path(path)
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_raw(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One YAML file as a dict with its data paths resolved against its own directory; a ``base:``
+    key names a config (relative to this file) that this one overlays."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        where = f" (base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
     _resolve_data_paths(raw, path.parent.resolve())
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a path to another config, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise ConfigError(f"{path}: base chain loops back to {base_path}")
+    return _deep_merge(_read_raw(base_path, (*chain, path.resolve())), raw)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (and its ``base:`` chain), apply ``key=value`` overrides, validate.
+
+    Data paths in a file are relative to that file; data paths given as overrides, to the working
+    directory.
+    """
+    path = Path(path)
+    raw = apply_overrides(_read_raw(path), overrides)
+    _resolve_data_paths(raw, Path.cwd())
     return validate_config(raw, str(path))
 
 

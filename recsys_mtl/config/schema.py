@@ -158,10 +158,16 @@ class ModelConfig(Section):
     ``hidden_dims`` is the MLP of each expert (mmoe, ple), of the shared bottom (shared_bottom), or of
     each task's column (cross_stitch). ``dense_dims`` is the MLP over the dense features before they
     join the embeddings (empty: raw dense values). Empty ``hidden_dims``, ``tower_dims`` and
-    ``dense_dims`` with ``shared_bottom`` make a logistic regression on the same features.
+    ``dense_dims`` with ``shared_bottom`` and ``interaction: none`` make a logistic regression on
+    the same features.
     """
 
     backbone: Literal["shared_bottom", "mmoe", "ple", "cross_stitch"] = "mmoe"
+    interaction: Literal["dot", "none"] = Field(
+        default="dot",
+        description="dot: add DLRM-style pairwise dot products of the feature embeddings and the dense "
+        "projection to the backbone input (all embedding dims must be equal)",
+    )
     dense_dims: Dims = (64,)
     hidden_dims: Dims = (256, 128)
     num_experts: PositiveInt = Field(default=4, description="mmoe: shared experts")
@@ -260,6 +266,8 @@ class Config(Section):
             raise ValueError("a ctcvr (ESMM) task needs a ctr task: pCTCVR = pCTR x pCVR")
         if "ctcvr" in kinds and "cvr" in kinds:
             raise ValueError("ctcvr (ESMM) and cvr (click-only baseline) both train tower 'cvr'; pick one")
+        if self.model.interaction == "dot" and len({f.dim for f in self.features.id_features}) > 1:
+            raise ValueError("model.interaction=dot needs one embedding dim for all features; set it to none")
         unknown = sorted(set(self.train.sharding) - set(self.features.tables()))
         if unknown:
             raise ValueError(f"train.sharding names unknown tables {unknown}; tables: {list(self.features.tables())}")

@@ -7,6 +7,7 @@ from functools import partial
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+from torchrec.models.dlrm import InteractionArch
 
 from recsys_mtl.config import Config, MultiHotFeature
 from recsys_mtl.models.multitask import MultiTaskModel
@@ -44,8 +45,18 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
     tasks = task_specs(config)
     towers = tower_names(tasks)
     ebc = EmbeddingBagCollection(tables=table_configs(config), device=torch.device(device))
-    dense_arch = MLP(len(config.features.dense), m.dense_dims, m.activation, m.dropout)
-    in_dim = sum(f.dim for f in config.features.id_features) + dense_arch.out_dim
+    id_features = config.features.id_features
+    interaction = None
+    if m.interaction == "dot":
+        # the dense projection joins the dot products, so it ends at the embedding dim
+        dim = id_features[0].dim
+        dense_arch = MLP(len(config.features.dense), (*m.dense_dims, dim), m.activation, m.dropout)
+        interaction = InteractionArch(num_sparse_features=len(id_features))
+        num_vectors = len(id_features) + 1
+        in_dim = len(id_features) * dim + dim + num_vectors * (num_vectors - 1) // 2
+    else:
+        dense_arch = MLP(len(config.features.dense), m.dense_dims, m.activation, m.dropout)
+        in_dim = sum(f.dim for f in id_features) + dense_arch.out_dim
     make_expert = partial(MLP, dims=m.hidden_dims, activation=m.activation, dropout=m.dropout)
     num = len(towers)
     backbone: nn.Module
@@ -60,4 +71,4 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
             in_dim, list(m.hidden_dims), num, lambda i, o: MLP(i, [o], m.activation, m.dropout)
         )
     heads = nn.ModuleDict({name: Tower(backbone.out_dim, m.tower_dims, m.activation, m.dropout) for name in towers})
-    return MultiTaskModel(ebc, dense_arch, backbone, heads)
+    return MultiTaskModel(ebc, dense_arch, backbone, heads, interaction)

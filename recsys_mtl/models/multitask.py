@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection
+from torchrec.models.dlrm import InteractionArch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 
@@ -13,18 +14,36 @@ class MultiTaskModel(nn.Module):
 
     The EmbeddingBagCollection is injected, built on the meta device, so that DistributedModelParallel
     can shard it; probabilities and losses belong to ``recsys_mtl.tasks``, not to the model.
+
+    ``interaction`` (optional) is torchrec's DLRM InteractionArch: with it the backbone also sees the
+    pairwise dot products of the F feature embeddings and the dense projection, which an MLP over
+    concatenated embeddings learns only slowly.
     """
 
-    def __init__(self, ebc: EmbeddingBagCollection, dense_arch: nn.Module, backbone: nn.Module, towers: nn.ModuleDict):
+    def __init__(
+        self,
+        ebc: EmbeddingBagCollection,
+        dense_arch: nn.Module,
+        backbone: nn.Module,
+        towers: nn.ModuleDict,
+        interaction: InteractionArch | None = None,
+    ):
         super().__init__()
         self.ebc = ebc
         self.dense_arch = dense_arch
+        self.interaction = interaction
         self.backbone = backbone
         self.towers = towers
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(KJT with F keys and stride B, [B, Fd]) -> {tower: [B]}``"""
-        embedded = self.ebc(sparse).values()  # [B, sum of table dims over features]
-        x = torch.cat([embedded, self.dense_arch(dense)], dim=1)  # [B, Din]
+        embedded = self.ebc(sparse).values()  # [B, F * D]
+        dense_out = self.dense_arch(dense)  # [B, Dd] (Dd == D with the interaction)
+        if self.interaction is None:
+            x = torch.cat([embedded, dense_out], dim=1)  # [B, Din]
+        else:
+            per_feature = embedded.view(embedded.shape[0], -1, dense_out.shape[1])  # [B, F, D]
+            # [B, F*D + D + (F+1)F/2]: raw embeddings, dense projection, pairwise dots
+            x = torch.cat([embedded, self.interaction(dense_out, per_feature)], dim=1)
         reps = self.backbone(x)  # [T, B, H]
         return {name: tower(reps[i]) for i, (name, tower) in enumerate(self.towers.items())}

@@ -94,6 +94,15 @@ def read_meta(path: Path) -> dict[str, Any]:
     return json.loads((path / META).read_text())
 
 
+def load_unsharded(path: Path, module: nn.Module) -> dict[str, Any]:
+    """Load a checkpoint of any world size into an ordinary (unsharded, CPU) module, in one process
+    without a process group: DCP gathers every shard into whole tensors. Returns meta."""
+    state = {"model": module.state_dict()}
+    dcp.load(state, checkpoint_id=str(path), no_dist=True)
+    module.load_state_dict(state["model"])
+    return read_meta(path)
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: Any | None) -> dict[str, Any]:
     """Load model (and optimizer) state in place, resharding to this job's plan. Returns meta."""
     state: dict[str, Any] = {"model": model.state_dict()}

@@ -7,6 +7,7 @@ the environment; a plain single process gets a private loopback rendezvous, so t
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -44,8 +45,6 @@ def under_launcher() -> bool:
 
 def init_distributed() -> DistEnv:
     """Join (or create) the process group: NCCL with one GPU per process when CUDA exists, else gloo."""
-    if not under_launcher():
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         device, backend = torch.device("cuda", local_rank), "nccl"
@@ -53,14 +52,25 @@ def init_distributed() -> DistEnv:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        if under_launcher():
+            dist.init_process_group(backend=backend)
+        else:  # a lone process: a private loopback rendezvous, leaving os.environ alone
+            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     env = DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
     log.info("rank %d/%d on %s (%s)", env.rank, env.world_size, device, backend)
     return env
 
 
 def shutdown() -> None:
+    """Tear the process group down after the objects that use it.
+
+    The sharded model and the train pipeline sit in reference cycles (the pipeline rebinds module
+    forwards), so they outlive the training function until a garbage collection; destroyed after the
+    process group, at interpreter exit, their communication threads abort the process.
+    """
+    gc.collect()
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from torchrec.distributed.types import ShardingPlan
 
 from recsys_mtl.config import Config, ConfigError, save_config
 from recsys_mtl.data.quality import DataQuality
@@ -119,6 +120,20 @@ def _sum_quality(quality: DataQuality) -> DataQuality:
     return total
 
 
+def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[DistributedModelParallel, TrainOptimizer, ShardingPlan]:
+    """The train module on the meta device, planned and sharded by DMP, with its optimizer.
+
+    ``scheduled_steps`` is the length of the LR schedule (all epochs; ``max_steps`` only stops early,
+    so a run stopped and resumed follows the same curve as one that was not).
+    """
+    # the same seed on every rank: dense parameters start identical (DDP also broadcasts them)
+    torch.manual_seed(config.train.seed)
+    module = MultiTaskTrainModule(build_model(config, device="meta"), task_specs(config))
+    plan = make_plan(module, config, env.device, env.world_size)
+    model = DistributedModelParallel(module, device=env.device, plan=plan, sharders=sharders(config))
+    return model, TrainOptimizer(model, config.train, scheduled_steps), plan
+
+
 def train(config: Config, out: Path, resume: bool = False) -> dict[str, Any]:
     """Train as the config says (joining or creating the process group); return the final metrics."""
     env = init_distributed()
@@ -145,15 +160,10 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
     steps_per_epoch = len(train_reader)
     total_steps = min(steps_per_epoch * t.epochs, t.max_steps or steps_per_epoch * t.epochs)
 
-    # the same seed on every rank: dense parameters start identical (DDP also broadcasts them)
-    torch.manual_seed(t.seed)
-    module = MultiTaskTrainModule(build_model(config, device="meta"), tasks)
-    plan = make_plan(module, config, env.device, env.world_size)
+    model, optimizer, plan = build_sharded(config, env, scheduled_steps=steps_per_epoch * t.epochs)
     if env.is_main:
         (out / "plan.json").write_text(json.dumps(describe_plan(plan), indent=2) + "\n")
         log.info("sharding plan:\n%s", plan)
-    model = DistributedModelParallel(module, device=env.device, plan=plan, sharders=sharders(config))
-    optimizer = TrainOptimizer(model, t, total_steps)
 
     pos = Position(0, 0, 0)
     if latest is not None:
@@ -164,7 +174,8 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
 
     first_step = pos.step
     pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
-    batches = islice(_epochs(train_reader, pos, t.epochs), max(total_steps - pos.step, 0))
+    stream = _epochs(train_reader, pos, t.epochs)
+    batches = islice(stream, max(total_steps - pos.step, 0))
     samples_per_step = config.data.batch_size * env.world_size
     metrics: dict[str, dict[str, float]] = {}
     interval_losses = torch.zeros(len(tasks))
@@ -191,7 +202,8 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         log.info("eval at step %d: %s", pos.step, _headline(metrics))
 
     model.train()
-    with Progress((total_steps - pos.step) * samples_per_step if env.is_main else 0, "train", "samples") as progress:
+    progress = Progress((total_steps - pos.step) * samples_per_step if env.is_main else 0, "train", "samples")
+    try:
         while pos.step < total_steps:
             # dropout draws from a stream fixed by (seed, step, rank): a resumed run repeats it exactly
             torch.manual_seed(t.seed * 1_000_003 + pos.step * 7_919 + env.rank)
@@ -227,6 +239,10 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
                 run_eval()
             if epoch_done or finished or (t.checkpoint_every_steps and pos.step % t.checkpoint_every_steps == 0):
                 checkpoint()
+    finally:
+        # stop the reader's prefetch thread (it may be ahead of the last step) before teardown
+        stream.close()
+        progress.close()
 
     if pos.step == 0 or not metrics:  # nothing left to train (resumed a finished run): still report
         run_eval()

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys_mtl.config import ConfigError, validate_config
+from recsys_mtl.data.quality import DataQuality
+from recsys_mtl.data.reader import BatchReader
+from recsys_mtl.data.source import ParquetSource
+from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.models.builder import build_model, table_configs, task_specs
+from recsys_mtl.tasks.train_module import MultiTaskTrainModule
+
+
+def cfg(small_config, **updates):
+    raw = small_config.model_dump(mode="json")
+    for key, value in updates.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw[section][field] = value
+        else:
+            raw[section] = value
+    return validate_config(raw)
+
+
+@pytest.fixture(scope="module")
+def batch(small_config):
+    source = ParquetSource(small_config.data.eval)
+    stats = DenseStats.compute(small_config.features.dense, source.iter_tables([f.name for f in small_config.features.dense]))
+    table = next(source.iter_tables(FeatureProcessor(small_config, stats).columns)).slice(0, 64)
+    return FeatureProcessor(small_config, stats).process(table, quality=DataQuality())
+
+
+@pytest.mark.parametrize("backbone", ["shared_bottom", "mmoe", "ple", "cross_stitch"])
+@pytest.mark.parametrize("interaction", ["dot", "none"])
+def test_every_backbone_trains_end_to_end_with_stated_shapes(small_config, batch, backbone, interaction):
+    config = cfg(small_config, model__backbone=backbone, model__interaction=interaction)
+    module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config))
+    loss, (losses, logits) = module(batch)
+    assert set(logits) == {"ctr", "cvr", "watch_time"}
+    assert all(v.shape == (64,) for v in logits.values())
+    assert set(losses) == {"ctr", "ctcvr", "watch_time"}
+    loss.backward()
+    assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(
+    ("labels", "tasks", "towers"),
+    [
+        ({"click": "click", "conversion": None, "watch_time": None}, ["ctr"], ["ctr"]),
+        ({"click": "click", "conversion": "conversion", "watch_time": None}, ["ctr", "ctcvr"], ["ctr", "cvr"]),
+        ({"click": "click", "conversion": "conversion", "watch_time": "watch_time"}, ["ctr", "ctcvr", "watch_time"], ["ctr", "cvr", "watch_time"]),
+    ],
+)
+def test_default_tasks_follow_the_labels_without_code_changes(small_config, labels, tasks, towers):
+    config = cfg(small_config, labels=labels)
+    assert [t.name for t in task_specs(config)] == tasks
+    assert list(build_model(config, "cpu").towers) == towers
+
+
+def test_logistic_configuration_is_linear_in_the_features(small_config, batch):
+    config = cfg(small_config, model={"backbone": "shared_bottom", "interaction": "none", "hidden_dims": [], "tower_dims": [], "dense_dims": []})
+    model = build_model(config, "cpu")
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    assert all(len(t.mlp) == 0 for t in model.towers.values())
+
+
+def test_features_naming_one_table_share_it(small_config):
+    raw = small_config.model_dump(mode="json")
+    raw["features"]["sparse"][2]["table"] = "categories"  # item_category
+    raw["features"]["multi_hot"][0]["table"] = "categories"  # hist_categories
+    tables = {t.name: t.feature_names for t in table_configs(validate_config(raw))}
+    assert tables["categories"] == ["item_category", "hist_categories"]
+    raw["features"]["multi_hot"][0]["dim"] = 8
+    with pytest.raises(ConfigError, match="sharing table 'categories'"):
+        validate_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("tasks", "fragment"),
+    [
+        ([{"name": "x", "kind": "ctcvr"}], "needs a ctr task"),
+        ([{"name": "a", "kind": "ctr"}, {"name": "b", "kind": "ctcvr"}, {"name": "c", "kind": "cvr"}], "pick one"),
+        ([{"name": "a", "kind": "ctr", "loss": "log1p_mse"}], "loss is only for watch_time"),
+        ([{"name": "a", "kind": "ctr"}, {"name": "a", "kind": "watch_time"}], "task names must be unique"),
+    ],
+)
+def test_inconsistent_tasks_are_rejected(small_config, tasks, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        cfg(small_config, tasks=tasks)
+
+
+def test_unknown_sharding_table_is_rejected(small_config):
+    with pytest.raises(ConfigError, match=r"unknown tables \['nope'\]"):
+        cfg(small_config, train__sharding={"nope": "table_wise"})

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys_mtl.config import Config, load_config
+from recsys_mtl.models.builder import build_model, task_specs
+from recsys_mtl.tasks.train_module import MultiTaskTrainModule
+from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m recsys_mtl ARGS`` in a fresh process (as a user runs it), output captured."""
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}}
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_mtl", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-8000:]}"
+    return result
+
+
+def weights(run: Path, config: Config) -> dict[str, torch.Tensor]:
+    """Every parameter of the run's latest checkpoint, gathered into whole tensors."""
+    module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config))
+    load_unsharded(latest_checkpoint(run / "checkpoints"), module)
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def train_log(run: Path, event: str = "train") -> list[dict]:
+    return [r for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if r["event"] == event]
+
+
+@pytest.fixture(scope="session")
+def small_config_path(small_data: Path) -> Path:
+    return small_data / "config.yaml"
+
+
+def config_with(path: Path, *overrides: str) -> Config:
+    return load_config(path, list(overrides))

@@ -1,0 +1,125 @@
+"""Training as a user runs it: real processes, gloo, 1 and 2 ranks, checkpoints and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys_mtl.train.checkpoint import complete_checkpoints, latest_checkpoint
+from tests.train.conftest import ROOT, check, cli, config_with, train_log, weights
+
+SMALL = ["data.batch_size=512", "train.log_every_steps=2", "model.hidden_dims=[32,16]", "model.tower_dims=[16]"]
+
+
+def test_two_gloo_ranks_shard_tables_lower_the_loss_and_finish_on_uneven_data(small_config_path, tmp_path):
+    # 18,000 train rows on 2 ranks in batches of 512: 9,000 rows per rank is not a multiple of 512
+    run = tmp_path / "run"
+    result = check(cli("train", "--config", str(small_config_path), "--out", str(run), "--nproc", "2", *SMALL, "train.epochs=2"))
+    plan = json.loads((run / "plan.json").read_text())
+    assert {r for table in plan for r in table["ranks"]} == {0, 1}, plan
+    assert all(table["kernel"] == "fused" for table in plan)
+    logs = train_log(run)
+    assert logs[-1]["step"] == 2 * 18 and logs[0]["samples_per_s"] > 0
+    for task in ("ctr", "ctcvr", "watch_time"):
+        assert logs[-1]["loss"][task] < logs[0]["loss"][task], (task, logs[0]["loss"], logs[-1]["loss"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["train_data_quality"]["rows_read"] == 2 * 18_000
+    assert metrics["metrics"]["ctr"]["auc"] > 0.55
+    assert "oracle_auc" in metrics["metrics"]["ctr"]
+    assert "ctr" in result.stdout and "oracle" in result.stdout
+    assert latest_checkpoint(run / "checkpoints").name == "step_00000036"
+
+
+def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(small_config_path, tmp_path):
+    args = [
+        "--config", str(small_config_path), *SMALL, "data.batch_size=128", "train.epochs=2",
+        "train.checkpoint_every_steps=10", "train.keep_checkpoints=2", "model.dropout=0.1", "train.eval_every_steps=0",
+    ]
+    straight = tmp_path / "straight"
+    check(cli("train", "--out", str(straight), *args))
+
+    killed = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recsys_mtl", "train", "--out", str(killed), *args],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while latest_checkpoint(killed / "checkpoints") is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    assert complete_checkpoints(killed / "checkpoints")
+
+    check(cli("train", "--out", str(killed), "--resume", *args))
+    config = config_with(small_config_path, *SMALL, "data.batch_size=128", "model.dropout=0.1")
+    a, b = weights(straight, config), weights(killed, config)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+    assert json.loads((killed / "metrics.json").read_text())["steps"] == 2 * 141
+
+
+def test_resume_without_flag_is_refused_and_resume_of_a_finished_run_only_reports(small_config_path, tmp_path):
+    run = tmp_path / "run"
+    args = ["--config", str(small_config_path), "--out", str(run), *SMALL, "train.max_steps=3"]
+    check(cli("train", *args))
+    again = cli("train", *args)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    resumed = check(cli("train", *args, "--resume"))
+    assert "3 steps on 1 rank(s)" in resumed.stdout
+
+
+def _reshard(config: Path, checkpoint: Path, out: Path, nproc: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
+    check(subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+         str(ROOT / "tests" / "train" / "reshard_worker.py"), str(config), str(checkpoint), str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
+    ))
+
+
+def test_checkpoints_reshard_from_two_ranks_to_one_and_back(small_config_path, tmp_path):
+    run = tmp_path / "run"
+    check(cli("train", "--config", str(small_config_path), "--out", str(run), "--nproc", "2", *SMALL, "train.max_steps=4"))
+    config = run / "config.yaml"
+    two = latest_checkpoint(run / "checkpoints")
+
+    _reshard(config, two, tmp_path / "one", nproc=1)
+    _reshard(config, latest_checkpoint(tmp_path / "one"), tmp_path / "two_again", nproc=2)
+
+    resolved = config_with(config)
+    original = weights(run, resolved)
+    for root in ("one", "two_again"):
+        copy = weights_from(tmp_path / root, resolved)
+        for name in original:
+            torch.testing.assert_close(copy[name], original[name], rtol=0, atol=0, msg=f"{root}: {name}")
+
+
+def weights_from(root: Path, config) -> dict[str, torch.Tensor]:
+    """Weights of the latest checkpoint directly under ``root`` (no run directory around it)."""
+    run = root.parent / f"{root.name}-run"
+    (run).mkdir(exist_ok=True)
+    if not (run / "checkpoints").exists():
+        (run / "checkpoints").symlink_to(root)
+    return weights(run, config)
+
+
+@pytest.mark.parametrize(
+    "config_file", sorted(p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*.yaml")), ids=str
+)
+def test_shipped_configs_train_a_few_steps(small_data, tmp_path, config_file):
+    data = [f"data.train={small_data / 'train'}", f"data.eval={small_data / 'test'}"]
+    result = check(cli("train", "--config", str(ROOT / config_file), "--out", str(tmp_path / "run"), *data, *SMALL, "train.max_steps=3"))
+    assert "3 steps on 1 rank(s)" in result.stdout
+    assert (tmp_path / "run" / "metrics.json").is_file()
