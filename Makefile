@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/reader_throughput.py
 	$(BIN)/python bench/generator_speed.py
+	$(BIN)/python bench/train_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys_mtl serving pipelines bench tests

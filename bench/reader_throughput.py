@@ -67,7 +67,7 @@ def main() -> None:
         pinned = pin_to_one_core()
         config = load_config(data / "config.yaml", [f"data.batch_size={args.batch_size}"])
         source = ParquetSource(config.data.train)
-        stats = DenseStats.compute(config.features.dense, source.iter_tables([f.name for f in config.features.dense]))
+        stats = DenseStats.of_source(config.features.dense, source)
         processor = FeatureProcessor(config, stats)
         rows = source.num_rows
 

@@ -77,7 +77,7 @@ def format_summary(split: str, s: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     train = ParquetSource(config.data.train)
-    stats = DenseStats.compute(config.features.dense, train.iter_tables([f.source_column for f in config.features.dense]))
+    stats = DenseStats.of_source(config.features.dense, train)
     processor = FeatureProcessor(config, stats)
     splits = ["train", "eval"] if args.split == "both" else [args.split]
     if config.data.eval is None and "eval" in splits:

@@ -163,10 +163,10 @@ class ModelConfig(Section):
     """
 
     backbone: Literal["shared_bottom", "mmoe", "ple", "cross_stitch"] = "mmoe"
-    interaction: Literal["dot", "none"] = Field(
-        default="dot",
+    interaction: Literal["auto", "dot", "none"] = Field(
+        default="auto",
         description="dot: add DLRM-style pairwise dot products of the feature embeddings and the dense "
-        "projection to the backbone input (all embedding dims must be equal)",
+        "projection to the backbone input (all embedding dims must be equal); auto: dot when they are",
     )
     dense_dims: Dims = (64,)
     hidden_dims: Dims = (256, 128)
@@ -266,12 +266,17 @@ class Config(Section):
             raise ValueError("a ctcvr (ESMM) task needs a ctr task: pCTCVR = pCTR x pCVR")
         if "ctcvr" in kinds and "cvr" in kinds:
             raise ValueError("ctcvr (ESMM) and cvr (click-only baseline) both train tower 'cvr'; pick one")
-        if self.model.interaction == "dot" and len({f.dim for f in self.features.id_features}) > 1:
+        if self.model.interaction == "dot" and not self.uses_dot_interaction():
             raise ValueError("model.interaction=dot needs one embedding dim for all features; set it to none")
         unknown = sorted(set(self.train.sharding) - set(self.features.tables()))
         if unknown:
             raise ValueError(f"train.sharding names unknown tables {unknown}; tables: {list(self.features.tables())}")
         return self
+
+    def uses_dot_interaction(self) -> bool:
+        """Whether the model gets the dot interaction (``auto`` picks it when embedding dims agree)."""
+        one_dim = len({f.dim for f in self.features.id_features}) == 1
+        return self.model.interaction != "none" and one_dim
 
     def resolved_tasks(self) -> tuple[TaskConfig, ...]:
         """The configured tasks, or the defaults the labels allow (ctr, ctcvr, watch_time)."""

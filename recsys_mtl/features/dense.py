@@ -87,6 +87,12 @@ class DenseStats:
                 running[f.name].add(x[ok], int((~ok).sum()))
         return cls({name: r.finish() for name, r in running.items()})
 
+    @classmethod
+    def of_source(cls, features: Iterable[DenseFeature], source) -> DenseStats:
+        """Statistics of a ``ParquetSource`` (reading only the dense columns, a row group at a time)."""
+        features = list(features)
+        return cls.compute(features, source.iter_tables([f.source_column for f in features]) if features else [])
+
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {name: asdict(s) for name, s in self.stats.items()}
 

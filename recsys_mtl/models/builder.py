@@ -47,7 +47,7 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
     ebc = EmbeddingBagCollection(tables=table_configs(config), device=torch.device(device))
     id_features = config.features.id_features
     interaction = None
-    if m.interaction == "dot":
+    if config.uses_dot_interaction():
         # the dense projection joins the dot products, so it ends at the embedding dim
         dim = id_features[0].dim
         dense_arch = MLP(len(config.features.dense), (*m.dense_dims, dim), m.activation, m.dropout)

@@ -74,16 +74,17 @@ def _epochs(reader: BatchReader, start: Position, epochs: int) -> Iterator[Batch
         yield from reader
 
 
-def _dense_stats(config: Config, out: Path, env: DistEnv) -> DenseStats:
-    """Train-split statistics, computed once by rank 0 (or reread on resume) and shared."""
+def _dense_stats(config: Config, out: Path, env: DistEnv, resuming: bool) -> DenseStats:
+    """Train-split statistics, computed once by rank 0 (reread when resuming, so a resumed run
+    transforms its inputs exactly as before) and shared with every rank."""
     path = out / "dense_stats.json"
     stats = None
     if env.is_main:
-        if path.is_file():
+        if resuming and path.is_file():
             stats = DenseStats.load(path)
         else:
             source = ParquetSource(config.data.train)
-            stats = DenseStats.compute(config.features.dense, source.iter_tables([f.source_column for f in config.features.dense]))
+            stats = DenseStats.of_source(config.features.dense, source)
             stats.save(path)
     return DenseStats.from_dict(broadcast_object(stats.to_dict() if stats else None))
 
@@ -149,7 +150,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     latest = _check_out_dir(out, resume)
-    stats = _dense_stats(config, out, env)
+    stats = _dense_stats(config, out, env, resuming=latest is not None)
     if env.is_main:
         save_config(config, out / "config.yaml")
     joblog = JobLog(out / "train_log.jsonl", t.prometheus_port) if env.is_main else None

@@ -128,3 +128,35 @@ def test_file_errors_name_the_file(tmp_path):
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(bad)
+
+
+def test_base_chain_overlays_and_resolves_each_files_paths(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "models" / "ple.yaml").write_text("base: ../base.yaml\nmodel: {backbone: ple}\ndata: {batch_size: 64}\n")
+    cfg = load_config(tmp_path / "models" / "ple.yaml", ["model.num_experts=2"])
+    assert cfg.model.backbone == "ple" and cfg.model.num_experts == 2
+    assert cfg.data.batch_size == 64
+    assert cfg.data.train == str((tmp_path / "train").resolve())  # relative to base.yaml, not ple.yaml
+    assert [f.name for f in cfg.features.sparse] == ["user_id", "hour"]
+
+
+def test_base_loops_and_missing_bases_are_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"nope.yaml \(base of"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_data_path_overrides_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    path = write(config_dir, BASE)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path, ["data.train=here"])
+    assert cfg.data.train == str(tmp_path / "here")
+    assert cfg.data.eval == str(config_dir / "test")  # from the file: relative to the file

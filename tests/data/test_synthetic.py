@@ -127,7 +127,7 @@ def test_config_yaml_matches_feature_config(small: tuple[Path, GenerateSummary])
     assert summary.config_path == out / "config.yaml"
     loaded = yaml.safe_load(summary.config_path.read_text())
     assert loaded == feature_config(SMALL)
-    assert loaded["data"] == {"train": "train", "eval": "test"}
+    assert loaded["data"] == {"train": "train", "eval": "test", "batch_size": 512}
     assert (summary.config_path.parent / loaded["data"]["train"]).is_dir()
     assert (summary.config_path.parent / loaded["data"]["eval"]).is_dir()
     sparse = {f["name"]: f["num_embeddings"] for f in loaded["features"]["sparse"]}

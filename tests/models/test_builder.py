@@ -5,7 +5,6 @@ import torch
 
 from recsys_mtl.config import ConfigError, validate_config
 from recsys_mtl.data.quality import DataQuality
-from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
