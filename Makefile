@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml requirements/torch-cpu.txt requirements/runtime.txt req
 demo: $(STAMP)
 	$(BIN)/recsys-mtl generate --out $(DEMO)/data --rows $(ROWS) --overwrite
 	$(BIN)/recsys-mtl validate-data --config $(DEMO)/data/config.yaml --out $(DEMO)/validate
+	rm -rf $(DEMO)/run
+	$(BIN)/recsys-mtl --log-level WARNING train --config $(DEMO)/data/config.yaml --out $(DEMO)/run --nproc 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
