@@ -33,6 +33,8 @@ def _relaunch(args: argparse.Namespace) -> int:
         if a.startswith("--nproc="):
             argv = argv[:i] + argv[i + 1 :]
             break
+    # split the cores between the ranks (torchrun would otherwise force 1 thread and say so)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     torchrun(["--standalone", f"--nproc_per_node={args.nproc}", "-m", "recsys_mtl", *argv])
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -131,7 +132,10 @@ def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[D
     torch.manual_seed(config.train.seed)
     module = MultiTaskTrainModule(build_model(config, device="meta"), task_specs(config))
     plan = make_plan(module, config, env.device, env.world_size)
-    model = DistributedModelParallel(module, device=env.device, plan=plan, sharders=sharders(config))
+    with warnings.catch_warnings():
+        # torchrec 1.8 itself passes DDP's deprecated broadcast_buffers; nothing to act on here
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*is deprecated", category=FutureWarning)
+        model = DistributedModelParallel(module, device=env.device, plan=plan, sharders=sharders(config))
     return model, TrainOptimizer(model, config.train, scheduled_steps), plan
 
 

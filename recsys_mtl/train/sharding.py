@@ -4,14 +4,16 @@ embedding optimizer applied inside the backward pass."""
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch import nn
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.planner import EmbeddingShardingPlanner
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import KernelConfig, ParameterConstraints, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ShardingPlan
 
 from recsys_mtl.config import Config, ConfigError
@@ -57,9 +59,16 @@ def constraints(config: Config, device: torch.device) -> dict[str, ParameterCons
 
 def make_plan(module: nn.Module, config: Config, device: torch.device, world_size: int) -> ShardingPlan:
     """The planner's plan, computed on rank 0 and broadcast so every rank shards identically."""
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    topology = TopologyFactory.create_topology(
+        TrainerConfig(world_size=world_size, local_world_size=local_world_size),
+        kernel_config=KernelConfig(compute_device=device.type),
+    )
     planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=world_size, compute_device=device.type),
+        topology=topology,
         constraints=constraints(config, device),
+        # keep 15 % of each device's memory for dense weights, activations and the input batches
+        storage_reservation=FixedPercentageStorageReservation(0.15),
     )
     return planner.collective_plan(module, sharders(config), dist.GroupMember.WORLD)
 

@@ -22,9 +22,13 @@ SMALL = ["data.batch_size=512", "train.log_every_steps=2", "model.hidden_dims=[3
 def test_two_gloo_ranks_shard_tables_lower_the_loss_and_finish_on_uneven_data(small_config_path, tmp_path):
     # 18,000 train rows on 2 ranks in batches of 512: 9,000 rows per rank is not a multiple of 512
     run = tmp_path / "run"
-    result = check(cli("train", "--config", str(small_config_path), "--out", str(run), "--nproc", "2", *SMALL, "train.epochs=2"))
+    result = check(cli(
+        "train", "--config", str(small_config_path), "--out", str(run), "--nproc", "2", *SMALL, "train.epochs=2",
+        "train.sharding.item_id=column_wise",
+    ))
     plan = json.loads((run / "plan.json").read_text())
     assert {r for table in plan for r in table["ranks"]} == {0, 1}, plan
+    assert {t["table"]: t["sharding"] for t in plan}["item_id"] == "column_wise"  # pinned in config
     assert all(table["kernel"] == "fused" for table in plan)
     logs = train_log(run)
     assert logs[-1]["step"] == 2 * 18 and logs[0]["samples_per_s"] > 0
