@@ -29,6 +29,9 @@ class MultiTaskModel(nn.Module):
         interaction: InteractionArch | None = None,
     ):
         super().__init__()
+        # the order in which embeddings enter the network; a sharded EBC returns its features in an
+        # order that depends on the sharding plan, so they are gathered by name, never by position
+        self.feature_names: list[str] = [name for config in ebc.embedding_bag_configs() for name in config.feature_names]
         self.ebc = ebc
         self.dense_arch = dense_arch
         self.interaction = interaction
@@ -37,13 +40,14 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(KJT with F keys and stride B, [B, Fd]) -> {tower: [B]}``"""
-        embedded = self.ebc(sparse).values()  # [B, F * D]
+        per_feature = self.ebc(sparse).to_dict()  # {feature: [B, D]}
+        embedded = torch.cat([per_feature[name] for name in self.feature_names], dim=1)  # [B, F * D]
         dense_out = self.dense_arch(dense)  # [B, Dd] (Dd == D with the interaction)
         if self.interaction is None:
             x = torch.cat([embedded, dense_out], dim=1)  # [B, Din]
         else:
-            per_feature = embedded.view(embedded.shape[0], -1, dense_out.shape[1])  # [B, F, D]
+            stacked = embedded.view(embedded.shape[0], -1, dense_out.shape[1])  # [B, F, D]
             # [B, F*D + D + (F+1)F/2]: raw embeddings, dense projection, pairwise dots
-            x = torch.cat([embedded, self.interaction(dense_out, per_feature)], dim=1)
+            x = torch.cat([embedded, self.interaction(dense_out, stacked)], dim=1)
         reps = self.backbone(x)  # [T, B, H]
         return {name: tower(reps[i]) for i, (name, tower) in enumerate(self.towers.items())}

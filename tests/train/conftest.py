@@ -10,6 +10,13 @@ import pytest
 import torch
 
 from recsys_mtl.config import Config, load_config
+from recsys_mtl.data.reader import BatchReader
+from recsys_mtl.data.source import ParquetSource
+from recsys_mtl.data.synthetic import ORACLE_COLUMNS
+from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.metrics.tasks import task_metrics
+from recsys_mtl.tasks.heads import predict
 from recsys_mtl.models.builder import build_model, task_specs
 from recsys_mtl.tasks.train_module import MultiTaskTrainModule
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
@@ -35,6 +42,27 @@ def weights(run: Path, config: Config) -> dict[str, torch.Tensor]:
     module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config))
     load_unsharded(latest_checkpoint(run / "checkpoints"), module)
     return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def evaluate_unsharded(run: Path) -> dict[str, dict[str, float]]:
+    """The run's latest checkpoint, gathered into an unsharded model in this process, evaluated on
+    the run's eval split exactly as training evaluates (same features, same metric functions)."""
+    config = load_config(run / "config.yaml")
+    module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config)).eval()
+    load_unsharded(latest_checkpoint(run / "checkpoints"), module)
+    stats = DenseStats.load(run / "dense_stats.json")
+    source = ParquetSource(config.data.eval)
+    oracle = [c for c in ORACLE_COLUMNS if c in source.schemas[source.files[0]].names]
+    reader = BatchReader(source, FeatureProcessor(config, stats, extra_columns=oracle), batch_size=config.data.batch_size)
+    cols: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for batch in reader:
+            _, (_, logits) = module(batch)
+            real = batch.weights > 0
+            row = {**predict(module.tasks, logits), **{f"label_{k}": v for k, v in batch.labels.items()}, **batch.extras}
+            for name, value in row.items():
+                cols.setdefault(name, []).append(value[real].float())
+    return task_metrics(module.tasks, {k: torch.cat(v).numpy() for k, v in cols.items()})
 
 
 def train_log(run: Path, event: str = "train") -> list[dict]:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recsys_mtl.train.checkpoint import complete_checkpoints, latest_checkpoint
-from tests.train.conftest import ROOT, check, cli, config_with, train_log, weights
+from tests.train.conftest import ROOT, check, cli, config_with, evaluate_unsharded, train_log, weights
 
 SMALL = ["data.batch_size=512", "train.log_every_steps=2", "model.hidden_dims=[32,16]", "model.tower_dims=[16]"]
 
@@ -40,6 +40,14 @@ def test_two_gloo_ranks_shard_tables_lower_the_loss_and_finish_on_uneven_data(sm
     assert "oracle_auc" in metrics["metrics"]["ctr"]
     assert "ctr" in result.stdout and "oracle" in result.stdout
     assert latest_checkpoint(run / "checkpoints").name == "step_00000036"
+
+    # the sharded model's own evaluation is reproduced by the same weights unsharded in one process:
+    # nothing in the model depends on the sharding plan (e.g. the order of features the sharded
+    # embedding collection returns)
+    again = evaluate_unsharded(run)
+    for task, values in metrics["metrics"].items():
+        for name, value in values.items():
+            assert again[task][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (task, name)
 
 
 def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(small_config_path, tmp_path):
