@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,10 @@ def load_unsharded(path: Path, module: nn.Module) -> dict[str, Any]:
     """Load a checkpoint of any world size into an ordinary (unsharded, CPU) module, in one process
     without a process group: DCP gathers every shard into whole tensors. Returns meta."""
     state = {"model": module.state_dict()}
-    dcp.load(state, checkpoint_id=str(path), no_dist=True)
+    with warnings.catch_warnings():
+        # DCP warns that it "assumes the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message=".*load in a single process", category=UserWarning)
+        dcp.load(state, checkpoint_id=str(path), no_dist=True)
     module.load_state_dict(state["model"])
     return read_meta(path)
 

@@ -16,8 +16,8 @@ from recsys_mtl.data.synthetic import ORACLE_COLUMNS
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.metrics.tasks import task_metrics
-from recsys_mtl.tasks.heads import predict
 from recsys_mtl.models.builder import build_model, task_specs
+from recsys_mtl.tasks.heads import predict
 from recsys_mtl.tasks.train_module import MultiTaskTrainModule
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
 
