@@ -8,8 +8,19 @@ import torch.distributed as dist
 from torch import nn
 
 from recsys_mtl.data.reader import BatchReader
+from recsys_mtl.features.batch import Batch
 from recsys_mtl.metrics.tasks import task_metrics
 from recsys_mtl.tasks.heads import TaskSpec, predict
+
+
+def batch_columns(tasks: list[TaskSpec], batch: Batch, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One batch's evaluation columns, ``[B]`` each: predictions, ``label_<role>``, extras, ``weight``."""
+    return {
+        **predict(tasks, logits),
+        **{f"label_{k}": v for k, v in batch.labels.items()},
+        **batch.extras,
+        "weight": batch.weights,
+    }
 
 
 @torch.no_grad()
@@ -25,9 +36,7 @@ def gather_predictions(model: nn.Module, reader: BatchReader, tasks: list[TaskSp
     for batch in reader:
         batch = batch.to(device)
         _, (_, logits) = model(batch)
-        row = {**predict(tasks, logits), **{f"label_{k}": v for k, v in batch.labels.items()}, **batch.extras}
-        row["weight"] = batch.weights
-        for name, value in row.items():
+        for name, value in batch_columns(tasks, batch, logits).items():
             columns.setdefault(name, []).append(value.float())
     model.train(was_training)
     names = sorted(columns)

@@ -17,9 +17,9 @@ from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.metrics.tasks import task_metrics
 from recsys_mtl.models.builder import build_model, task_specs
-from recsys_mtl.tasks.heads import predict
 from recsys_mtl.tasks.train_module import MultiTaskTrainModule
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
+from recsys_mtl.train.evaluate import batch_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,10 +37,10 @@ def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
-def weights(run: Path, config: Config) -> dict[str, torch.Tensor]:
-    """Every parameter of the run's latest checkpoint, gathered into whole tensors."""
+def weights(checkpoints: Path, config: Config) -> dict[str, torch.Tensor]:
+    """Every parameter of the latest checkpoint under ``checkpoints``, gathered into whole tensors."""
     module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config))
-    load_unsharded(latest_checkpoint(run / "checkpoints"), module)
+    load_unsharded(latest_checkpoint(checkpoints), module)
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
@@ -59,9 +59,9 @@ def evaluate_unsharded(run: Path) -> dict[str, dict[str, float]]:
         for batch in reader:
             _, (_, logits) = module(batch)
             real = batch.weights > 0
-            row = {**predict(module.tasks, logits), **{f"label_{k}": v for k, v in batch.labels.items()}, **batch.extras}
-            for name, value in row.items():
+            for name, value in batch_columns(module.tasks, batch, logits).items():
                 cols.setdefault(name, []).append(value[real].float())
+    cols.pop("weight")
     return task_metrics(module.tasks, {k: torch.cat(v).numpy() for k, v in cols.items()})
 
 

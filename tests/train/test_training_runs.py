@@ -75,7 +75,7 @@ def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(smal
 
     check(cli("train", "--out", str(killed), "--resume", *args))
     config = config_with(small_config_path, *SMALL, "data.batch_size=128", "model.dropout=0.1")
-    a, b = weights(straight, config), weights(killed, config)
+    a, b = weights(straight / "checkpoints", config), weights(killed / "checkpoints", config)
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
@@ -111,20 +111,11 @@ def test_checkpoints_reshard_from_two_ranks_to_one_and_back(small_config_path, t
     _reshard(config, latest_checkpoint(tmp_path / "one"), tmp_path / "two_again", nproc=2)
 
     resolved = config_with(config)
-    original = weights(run, resolved)
+    original = weights(run / "checkpoints", resolved)
     for root in ("one", "two_again"):
-        copy = weights_from(tmp_path / root, resolved)
+        copy = weights(tmp_path / root, resolved)
         for name in original:
             torch.testing.assert_close(copy[name], original[name], rtol=0, atol=0, msg=f"{root}: {name}")
-
-
-def weights_from(root: Path, config) -> dict[str, torch.Tensor]:
-    """Weights of the latest checkpoint directly under ``root`` (no run directory around it)."""
-    run = root.parent / f"{root.name}-run"
-    (run).mkdir(exist_ok=True)
-    if not (run / "checkpoints").exists():
-        (run / "checkpoints").symlink_to(root)
-    return weights(run, config)
 
 
 @pytest.mark.parametrize(
