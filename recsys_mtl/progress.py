@@ -12,14 +12,21 @@ log = logging.getLogger("recsys_mtl.progress")
 
 
 class Progress:
-    """Counts ``unit`` s (e.g. rows) towards ``total``; shows the rate (unit/s)."""
+    """Counts ``unit`` s (e.g. rows) towards ``total``; shows the rate (unit/s).
 
-    def __init__(self, total: int | None, desc: str, unit: str = "rows", log_every_s: float = 10.0):
+    ``enabled=False`` counts silently (the other ranks of a distributed job: one display is enough).
+    """
+
+    def __init__(
+        self, total: int | None, desc: str, unit: str = "rows", log_every_s: float = 10.0, enabled: bool = True
+    ):
         self.total, self.desc, self.unit = total, desc, unit
+        self.enabled = enabled
         self.count = 0
         self.start = self._last_log = time.perf_counter()
         self.log_every_s = log_every_s
-        self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True) if sys.stderr.isatty() else None
+        show_bar = enabled and sys.stderr.isatty()
+        self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True) if show_bar else None
 
     def update(self, n: int) -> None:
         self.count += n
@@ -27,7 +34,7 @@ class Progress:
             self._bar.update(n)
             return
         now = time.perf_counter()
-        if now - self._last_log >= self.log_every_s:
+        if self.enabled and now - self._last_log >= self.log_every_s:
             self._last_log = now
             log.info("%s", self.line())
 
@@ -42,7 +49,7 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        else:
+        elif self.enabled:
             log.info("%s (done)", self.line())
 
     def __enter__(self) -> Progress:

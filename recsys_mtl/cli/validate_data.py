@@ -18,7 +18,7 @@ from recsys_mtl.cli.common import add_config_args, config_from_args
 from recsys_mtl.config import Config, save_config
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
-from recsys_mtl.data.summary import SplitSummary, batch_rows
+from recsys_mtl.data.summary import SplitSummary
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.progress import Progress
@@ -41,8 +41,9 @@ def scan_split(config: Config, split: str, processor: FeatureProcessor) -> dict[
     start = time.perf_counter()
     with Progress(reader.source.num_rows, f"validate {split}") as progress:
         for batch in reader:
+            before = summary.rows
             summary.update(batch)
-            progress.update(batch_rows(batch))
+            progress.update(summary.rows - before)
     seconds = time.perf_counter() - start
     out = summary.to_dict()
     out.update(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from recsys_mtl.config import Config
 from recsys_mtl.features.batch import Batch
@@ -60,7 +59,3 @@ class SplitSummary:
             },
         }
 
-
-def batch_rows(batch: Batch) -> int:
-    """Real (non-padding) rows in a batch."""
-    return int(torch.count_nonzero(batch.weights).item())

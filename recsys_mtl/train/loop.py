@@ -207,7 +207,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         log.info("eval at step %d: %s", pos.step, _headline(metrics))
 
     model.train()
-    progress = Progress((total_steps - pos.step) * samples_per_step if env.is_main else 0, "train", "samples")
+    progress = Progress((total_steps - pos.step) * samples_per_step, "train", "samples", enabled=env.is_main)
     try:
         while pos.step < total_steps:
             # dropout draws from a stream fixed by (seed, step, rank): a resumed run repeats it exactly
@@ -220,8 +220,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
             batch_in_epoch = pos.batch_in_epoch + 1
             epoch_done = batch_in_epoch == steps_per_epoch
             pos = Position(pos.step + 1, pos.epoch + epoch_done, 0 if epoch_done else batch_in_epoch)
-            if env.is_main:
-                progress.update(samples_per_step)
+            progress.update(samples_per_step)
 
             if pos.step % t.log_every_steps == 0 or pos.step == total_steps:
                 mean = interval_losses.clone()
