@@ -10,6 +10,7 @@ from recsys_mtl.config.load import (
     validate_config,
 )
 from recsys_mtl.config.schema import (
+    BalancingConfig,
     Config,
     DataConfig,
     DenseFeature,
@@ -23,6 +24,7 @@ from recsys_mtl.config.schema import (
 )
 
 __all__ = [
+    "BalancingConfig",
     "Config",
     "ConfigError",
     "DataConfig",

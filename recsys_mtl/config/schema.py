@@ -187,13 +187,17 @@ class TaskConfig(Section):
       ``ctr`` and ``cvr``; needs a ``ctr`` task);
     * ``cvr``: the click-only CVR baseline, BCE on conversion over clicked rows only (tower ``cvr``);
     * ``watch_time``: ``loss: weighted_logistic`` (YouTube: clicked rows weighted by watch time,
-      prediction exp(logit)) or ``log1p_mse`` (regression on log1p(T)) (tower ``watch_time``).
+      prediction exp(logit)), ``log1p_mse`` (regression on log1p(T)) or ``mse`` (regression on the
+      seconds themselves: a loss hundreds of times larger than the others, which balancing must
+      handle) (tower ``watch_time``).
+
+    ``weight`` is the task's loss weight: fixed, or the starting point / prior of a balancing strategy.
     """
 
     name: str = Field(min_length=1)
     kind: Literal["ctr", "ctcvr", "cvr", "watch_time"]
     weight: float = Field(default=1.0, ge=0.0)
-    loss: Literal["weighted_logistic", "log1p_mse"] | None = Field(
+    loss: Literal["weighted_logistic", "log1p_mse", "mse"] | None = Field(
         default=None, description="watch_time only (default weighted_logistic)"
     )
 
@@ -203,6 +207,32 @@ class TaskConfig(Section):
 
 
 ShardingType = Literal["table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "data_parallel"]
+
+
+class BalancingConfig(Section):
+    """How the task losses are combined into the one loss that is back-propagated (SPEC §1).
+
+    * ``fixed``: sum of ``tasks[].weight`` x loss;
+    * ``uncertainty``: Kendall et al. (2018), a learned log-variance s per task: exp(-s)·L + s/2 for
+      classification losses, exp(-s)·L/2 + s/2 for regression (``log1p_mse``, ``mse``);
+    * ``gradnorm``: Chen et al. (2018), weights learned so the tasks' gradient norms at the last shared
+      layer follow their relative inverse training rates to the power ``gradnorm_alpha``;
+    * ``dwa``: Dynamic Weight Average, Liu et al. (2019): weights from the ratio of each task's mean
+      loss over the last two windows of ``dwa_window_steps`` steps, softmax at ``dwa_temperature``;
+    * ``pcgrad``: Yu et al. (2020), each task's gradient on the shared dense parameters loses its
+      component along any other task's gradient it conflicts with (negative inner product).
+    """
+
+    strategy: Literal["fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"] = "fixed"
+    gradnorm_alpha: float = Field(default=1.5, ge=0.0, description="gradnorm: restoring-force strength")
+    gradnorm_lr: float = Field(default=0.01, gt=0.0, description="gradnorm: Adam step size of the weights")
+    dwa_temperature: float = Field(default=2.0, gt=0.0, description="dwa: softmax temperature T")
+    dwa_window_steps: PositiveInt = Field(default=100, description="dwa: steps averaged per loss window")
+    log_gradients: bool = Field(
+        default=True,
+        description="log per-task gradient norms and pairwise cosines on the shared dense parameters at "
+        "every log interval (one extra gradient pass per task on those steps)",
+    )
 
 
 class TrainConfig(Section):
@@ -227,6 +257,7 @@ class TrainConfig(Section):
         default_factory=dict, description="pin a table's sharding type; others are chosen by the planner"
     )
     prometheus_port: int | None = Field(default=None, ge=0, le=65535, description="rank 0 job metrics")
+    balancing: BalancingConfig = BalancingConfig()
     seed: int = 0
 
 

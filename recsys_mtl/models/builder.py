@@ -9,12 +9,14 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 from torchrec.models.dlrm import InteractionArch
 
-from recsys_mtl.config import Config, MultiHotFeature
+from recsys_mtl.balancing.build import build_balancer
+from recsys_mtl.config import Config, ConfigError, MultiHotFeature
 from recsys_mtl.models.multitask import MultiTaskModel
 from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
 from recsys_mtl.modules.mlp import MLP
 from recsys_mtl.modules.towers import Tower
 from recsys_mtl.tasks.heads import TaskSpec, tower_names
+from recsys_mtl.tasks.train_module import MultiTaskTrainModule
 
 
 def task_specs(config: Config) -> list[TaskSpec]:
@@ -72,3 +74,19 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
         )
     heads = nn.ModuleDict({name: Tower(backbone.out_dim, m.tower_dims, m.activation, m.dropout) for name in towers})
     return MultiTaskModel(ebc, dense_arch, backbone, heads, interaction)
+
+
+def build_train_module(config: Config, device: torch.device | str = "meta") -> MultiTaskTrainModule:
+    """The model with its task losses and the configured loss balancer (what training shards and
+    checkpoints)."""
+    tasks = task_specs(config)
+    model = build_model(config, device)
+    balancing = config.train.balancing
+    if balancing.strategy == "gradnorm" and not model.last_shared_parameters():
+        raise ConfigError(
+            "train.balancing.strategy=gradnorm needs a layer every task reads; this model has no hidden or "
+            "dense layers (set model.hidden_dims or model.dense_dims, or pick another strategy)"
+        )
+    if balancing.strategy == "pcgrad" and not model.shared_parameters():
+        raise ConfigError("train.balancing.strategy=pcgrad needs shared dense parameters; this model has none")
+    return MultiTaskTrainModule(model, tasks, build_balancer(balancing, tasks, config.train.seed))

@@ -38,6 +38,18 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         self.towers = towers
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The dense parameters below the towers (dense MLP and backbone): those several tasks' losses
+        reach. PCGrad projects the tasks' gradients on these; the embeddings are left to the fused
+        optimizer, which sees the summed loss only."""
+        return [p for module in (self.dense_arch, self.backbone) for p in module.parameters()]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the last layer every task reads: the backbone's last shared layer, or the
+        dense MLP's last layer when the backbone shares none (cross-stitch). GradNorm's ``W``."""
+        layers = self.backbone.last_shared_layer() or self.dense_arch.last_linear()
+        return [p for layer in layers for p in layer.parameters()]
+
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(KJT with F keys and stride B, [B, Fd]) -> {tower: [B]}``"""
         per_feature = self.ebc(sparse).to_dict()  # {feature: [B, D]}

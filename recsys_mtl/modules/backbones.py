@@ -1,7 +1,9 @@
 """Multi-task backbones: the shared part between the embeddings and the task towers (SPEC §1).
 
 Each maps ``x: [B, Din]`` to one representation per task, stacked as ``[T, B, H]``, and exposes
-``out_dim`` (H). Tasks are indexed 0..T-1 in the order the model's towers are listed.
+``out_dim`` (H) and ``last_shared_layer()``: the last layers whose output every task reads (where
+GradNorm measures the tasks' gradient norms), ``[]`` when no layer is shared. Tasks are indexed
+0..T-1 in the order the model's towers are listed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class SharedBottom(nn.Module):
         h = self.bottom(x)
         return h.unsqueeze(0).expand(self.num_tasks, -1, -1)
 
+    def last_shared_layer(self) -> list[nn.Module]:
+        return list(self.bottom.last_linear())
+
 
 class MMoE(nn.Module):
     """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018): E shared experts, one softmax gate per task.
@@ -43,6 +48,10 @@ class MMoE(nn.Module):
         self.num_tasks = num_tasks
         self.gates = nn.ModuleList(nn.Linear(in_dim, num_experts) for _ in range(num_gates or num_tasks))
         self.out_dim = self.experts[0].out_dim
+
+    def last_shared_layer(self) -> list[nn.Module]:
+        """Every expert's output layer (each expert feeds every task's gate)."""
+        return [linear for e in self.experts for linear in e.last_linear()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""
@@ -101,6 +110,10 @@ class PLE(nn.Module):
         self.num_tasks = num_tasks
         self.out_dim = width
 
+    def last_shared_layer(self) -> list[nn.Module]:
+        """The output layers of the last level's shared experts (read by every task's gate)."""
+        return [linear for e in self.levels[-1].shared_experts for linear in e.last_linear()]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""
         task_inputs, shared = x.unsqueeze(0).expand(self.num_tasks, -1, -1), x
@@ -126,6 +139,10 @@ class CrossStitch(nn.Module):
             width = dim
         self.num_tasks = num_tasks
         self.out_dim = width
+
+    def last_shared_layer(self) -> list[nn.Module]:
+        """None: every column belongs to one task; the alphas only mix them."""
+        return []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""

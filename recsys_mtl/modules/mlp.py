@@ -27,6 +27,11 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.out_dim = width
 
+    def last_linear(self) -> list[nn.Linear]:
+        """The last Linear layer (``[]`` for the identity MLP)."""
+        linears = [m for m in self if isinstance(m, nn.Linear)]
+        return linears[-1:]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_dim] -> [B, out_dim]``"""
         return super().forward(x)

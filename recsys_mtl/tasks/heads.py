@@ -24,7 +24,12 @@ class TaskSpec:
     name: str
     kind: str  # ctr | ctcvr | cvr | watch_time
     weight: float = 1.0
-    loss: str = "weighted_logistic"  # watch_time only: weighted_logistic | log1p_mse
+    loss: str = "weighted_logistic"  # watch_time only: weighted_logistic | log1p_mse | mse
+
+    @property
+    def is_regression(self) -> bool:
+        """A squared-error loss (Gaussian likelihood) rather than a logistic one."""
+        return self.kind == "watch_time" and self.loss in ("log1p_mse", "mse")
 
 
 def tower_names(tasks: list[TaskSpec]) -> list[str]:
@@ -74,8 +79,11 @@ def task_losses(
             bce = F.binary_cross_entropy_with_logits(logits["watch_time"], click, reduction="none")
             importance = torch.where(click > 0, seconds, torch.ones_like(seconds))
             out[task.name] = _weighted_mean(bce * importance, weights)
-        else:
+        elif task.loss == "log1p_mse":
             err = (logits["watch_time"] - torch.log1p(labels["watch_time"])) ** 2
+            out[task.name] = _weighted_mean(err, weights)
+        else:
+            err = (logits["watch_time"] - labels["watch_time"]) ** 2
             out[task.name] = _weighted_mean(err, weights)
     return out
 
@@ -93,5 +101,10 @@ def predict(tasks: list[TaskSpec], logits: dict[str, torch.Tensor]) -> dict[str,
     for task in tasks:
         if task.kind == "watch_time":
             raw = logits["watch_time"]
-            out["watch_time"] = torch.exp(raw) if task.loss == "weighted_logistic" else torch.expm1(raw).clamp(min=0)
+            if task.loss == "weighted_logistic":
+                out["watch_time"] = torch.exp(raw)
+            elif task.loss == "log1p_mse":
+                out["watch_time"] = torch.expm1(raw).clamp(min=0)
+            else:
+                out["watch_time"] = raw.clamp(min=0)
     return out

@@ -61,16 +61,20 @@ def init_distributed() -> DistEnv:
     return env
 
 
-def shutdown() -> None:
+def shutdown(failed: bool = False) -> None:
     """Tear the process group down after the objects that use it.
 
     The sharded model and the train pipeline sit in reference cycles (the pipeline rebinds module
     forwards), so they outlive the training function until a garbage collection; destroyed after the
     process group, at interpreter exit, their communication threads abort the process.
+
+    A rank that ``failed`` leaves without the closing barrier: the other ranks may be blocked in a
+    collective it will never join, and the launcher stops them once this one exits with the error.
     """
     gc.collect()
     if dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.distributed.types import ShardingPlan
 
 from recsys_mtl.config import Config, ConfigError, save_config
@@ -31,14 +30,14 @@ from recsys_mtl.data.synthetic import ORACLE_COLUMNS
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
-from recsys_mtl.models.builder import build_model, task_specs
+from recsys_mtl.models.builder import build_train_module, task_specs
 from recsys_mtl.progress import Progress
-from recsys_mtl.tasks.train_module import MultiTaskTrainModule
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from recsys_mtl.train.distributed import DistEnv, broadcast_object, init_distributed, shutdown
 from recsys_mtl.train.evaluate import evaluate
 from recsys_mtl.train.joblog import JobLog
 from recsys_mtl.train.optim import TrainOptimizer
+from recsys_mtl.train.pipeline import BalancedTrainPipeline
 from recsys_mtl.train.sharding import describe_plan, make_plan, sharders
 
 log = logging.getLogger("recsys_mtl.train")
@@ -130,7 +129,7 @@ def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[D
     """
     # the same seed on every rank: dense parameters start identical (DDP also broadcasts them)
     torch.manual_seed(config.train.seed)
-    module = MultiTaskTrainModule(build_model(config, device="meta"), task_specs(config))
+    module = build_train_module(config, device="meta")
     plan = make_plan(module, config, env.device, env.world_size)
     with warnings.catch_warnings():
         # torchrec 1.8 itself passes DDP's deprecated broadcast_buffers; nothing to act on here
@@ -143,9 +142,12 @@ def train(config: Config, out: Path, resume: bool = False) -> dict[str, Any]:
     """Train as the config says (joining or creating the process group); return the final metrics."""
     env = init_distributed()
     try:
-        return _train(config, Path(out), resume, env)
-    finally:
-        shutdown()
+        result = _train(config, Path(out), resume, env)
+    except BaseException:
+        shutdown(failed=True)
+        raise
+    shutdown()
+    return result
 
 
 def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, Any]:
@@ -160,6 +162,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
     joblog = JobLog(out / "train_log.jsonl", t.prometheus_port) if env.is_main else None
 
     tasks = task_specs(config)
+    names = [task.name for task in tasks]
     train_reader = BatchReader.from_config(config, "train", FeatureProcessor(config, stats), rank=env.rank, world_size=env.world_size)
     eval_reader = _eval_reader(config, stats, env)
     steps_per_epoch = len(train_reader)
@@ -178,7 +181,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         log.info("resumed from %s at step %d (epoch %d, batch %d)", latest, pos.step, pos.epoch, pos.batch_in_epoch)
 
     first_step = pos.step
-    pipeline = TrainPipelineSparseDist(model, optimizer, env.device)
+    pipeline = BalancedTrainPipeline(model, optimizer, env.device)
     stream = _epochs(train_reader, pos, t.epochs)
     batches = islice(stream, max(total_steps - pos.step, 0))
     samples_per_step = config.data.batch_size * env.world_size
@@ -213,6 +216,8 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
             # dropout draws from a stream fixed by (seed, step, rank): a resumed run repeats it exactly
             torch.manual_seed(t.seed * 1_000_003 + pos.step * 7_919 + env.rank)
             step_start = time.perf_counter()
+            log_step = (pos.step + 1) % t.log_every_steps == 0 or pos.step + 1 == total_steps
+            pipeline.report_gradients = log_step and t.balancing.log_gradients
             losses, _ = pipeline.progress(batches)  # the pipeline returns the output part of (loss, output)
             train_seconds += time.perf_counter() - step_start
             interval_losses += torch.stack([losses[task.name] for task in tasks]).cpu()
@@ -222,7 +227,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
             pos = Position(pos.step + 1, pos.epoch + epoch_done, 0 if epoch_done else batch_in_epoch)
             progress.update(samples_per_step)
 
-            if pos.step % t.log_every_steps == 0 or pos.step == total_steps:
+            if log_step:
                 mean = interval_losses.clone()
                 dist.all_reduce(mean)  # every rank is at the same step, so this cannot hang
                 mean /= interval_steps * env.world_size
@@ -232,8 +237,9 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
                         "train", step=pos.step, epoch=pos.epoch, lr=optimizer.lr,
                         samples_per_s=interval_steps * samples_per_step / elapsed,
                         loss={task.name: float(v) for task, v in zip(tasks, mean, strict=True)},
-                        task_weights={task.name: task.weight for task in tasks},
+                        task_weights=dict(zip(names, pipeline.balancer.weights().tolist(), strict=True)),
                         grad_norm=optimizer.last_grad_norm,
+                        **pipeline.last_report,
                     )
                 interval_losses.zero_()
                 interval_steps, interval_start = 0, time.perf_counter()

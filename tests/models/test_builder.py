@@ -8,8 +8,7 @@ from recsys_mtl.data.quality import DataQuality
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
-from recsys_mtl.models.builder import build_model, table_configs, task_specs
-from recsys_mtl.tasks.train_module import MultiTaskTrainModule
+from recsys_mtl.models.builder import build_model, build_train_module, table_configs, task_specs
 
 
 def cfg(small_config, **updates):
@@ -35,8 +34,9 @@ def batch(small_config):
 @pytest.mark.parametrize("interaction", ["dot", "none"])
 def test_every_backbone_trains_end_to_end_with_stated_shapes(small_config, batch, backbone, interaction):
     config = cfg(small_config, model__backbone=backbone, model__interaction=interaction)
-    module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config))
-    loss, (losses, logits) = module(batch)
+    module = build_train_module(config, "cpu")
+    task_losses, (losses, logits) = module(batch)
+    loss = module.balancer.combine(task_losses)
     assert set(logits) == {"ctr", "cvr", "watch_time"}
     assert all(v.shape == (64,) for v in logits.values())
     assert set(losses) == {"ctr", "ctcvr", "watch_time"}

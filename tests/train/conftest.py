@@ -16,8 +16,7 @@ from recsys_mtl.data.synthetic import ORACLE_COLUMNS
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.metrics.tasks import task_metrics
-from recsys_mtl.models.builder import build_model, task_specs
-from recsys_mtl.tasks.train_module import MultiTaskTrainModule
+from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
 from recsys_mtl.train.evaluate import batch_columns
 
@@ -39,7 +38,7 @@ def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 def weights(checkpoints: Path, config: Config) -> dict[str, torch.Tensor]:
     """Every parameter of the latest checkpoint under ``checkpoints``, gathered into whole tensors."""
-    module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config))
+    module = build_train_module(config, "cpu")
     load_unsharded(latest_checkpoint(checkpoints), module)
     return {k: v.clone() for k, v in module.state_dict().items()}
 
@@ -48,7 +47,7 @@ def evaluate_unsharded(run: Path) -> dict[str, dict[str, float]]:
     """The run's latest checkpoint, gathered into an unsharded model in this process, evaluated on
     the run's eval split exactly as training evaluates (same features, same metric functions)."""
     config = load_config(run / "config.yaml")
-    module = MultiTaskTrainModule(build_model(config, "cpu"), task_specs(config)).eval()
+    module = build_train_module(config, "cpu").eval()
     load_unsharded(latest_checkpoint(run / "checkpoints"), module)
     stats = DenseStats.load(run / "dense_stats.json")
     source = ParquetSource(config.data.eval)

@@ -1,0 +1,31 @@
+"""Loss balancing: how the task losses become the one loss that is back-propagated (SPEC §1).
+
+Every strategy is a ``Balancer`` (an ``nn.Module`` inside the train module, so its learned
+parameters are synchronised by DDP and its state is checkpointed with the model). It owns the
+backward pass of a step: gradient-based strategies take per-task gradients of the shared dense
+parameters with ``torch.autograd.grad`` (which never reaches the fused embedding update), average
+them over ranks, and then run exactly one ordinary backward pass.
+"""
+
+from recsys_mtl.balancing.base import Balancer, FixedWeights, SharedParameters, mean_over_ranks
+from recsys_mtl.balancing.build import build_balancer
+from recsys_mtl.balancing.dwa import DynamicWeightAverage
+from recsys_mtl.balancing.gradients import gradient_report, task_gradients
+from recsys_mtl.balancing.gradnorm import GradNorm
+from recsys_mtl.balancing.pcgrad import PCGrad, project_conflicting
+from recsys_mtl.balancing.uncertainty import UncertaintyWeighting
+
+__all__ = [
+    "Balancer",
+    "DynamicWeightAverage",
+    "FixedWeights",
+    "GradNorm",
+    "PCGrad",
+    "SharedParameters",
+    "UncertaintyWeighting",
+    "build_balancer",
+    "gradient_report",
+    "mean_over_ranks",
+    "project_conflicting",
+    "task_gradients",
+]

@@ -1,0 +1,39 @@
+"""TorchRec's sparse-dist train pipeline with the backward pass handed to the loss balancer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+from recsys_mtl.balancing import SharedParameters, gradient_report, mean_over_ranks, task_gradients
+from recsys_mtl.train.optim import TrainOptimizer
+
+
+class BalancedTrainPipeline(TrainPipelineSparseDist):
+    """``TrainPipelineSparseDist`` whose model returns the ``[T]`` task losses; the train module's
+    balancer turns them into the step's single backward pass (so the fused embedding update runs
+    exactly once whatever the strategy).
+
+    Set ``report_gradients`` before a ``progress`` call to also measure the per-task gradients of the
+    shared dense parameters on that step; ``last_report`` then holds them with the balancer's own
+    numbers.
+    """
+
+    def __init__(self, model: DistributedModelParallel, optimizer: TrainOptimizer, device: torch.device):
+        super().__init__(model, optimizer, device)
+        module = model.module  # the unwrapped train module: same parameter objects as DDP's
+        self.balancer = module.balancer
+        self.task_names = [t.name for t in module.tasks]
+        self.shared = SharedParameters(module.model.shared_parameters(), module.model.last_shared_parameters())
+        self.report_gradients = False
+        self.last_report: dict[str, Any] = {}
+
+    def _backward(self, losses: torch.Tensor) -> None:
+        report: dict[str, Any] = {}
+        if self.report_gradients and self.shared.all:
+            report.update(gradient_report(task_gradients(losses, self.shared.all, mean_over_ranks), self.task_names))
+        report.update(self.balancer.backward(losses, self.shared))
+        self.last_report = report
