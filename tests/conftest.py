@@ -25,3 +25,8 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_config(small_data: Path) -> Config:
     return load_config(small_data / "config.yaml", ["data.batch_size=512", "group_key=row_id"])
+
+
+@pytest.fixture(scope="session")
+def small_config_path(small_data: Path) -> Path:
+    return small_data / "config.yaml"

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from recsys_mtl.config import Config, load_config
@@ -66,11 +65,6 @@ def evaluate_unsharded(run: Path) -> dict[str, dict[str, float]]:
 
 def train_log(run: Path, event: str = "train") -> list[dict]:
     return [r for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if r["event"] == event]
-
-
-@pytest.fixture(scope="session")
-def small_config_path(small_data: Path) -> Path:
-    return small_data / "config.yaml"
 
 
 def config_with(path: Path, *overrides: str) -> Config:

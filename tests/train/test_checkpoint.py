@@ -24,8 +24,8 @@ def sharded(small_config):
         source = ParquetSource(small_config.data.train)
         stats = DenseStats.compute(small_config.features.dense, source.iter_tables([f.name for f in small_config.features.dense]))
         batch = next(iter(BatchReader(source, FeatureProcessor(small_config, stats), batch_size=64)))
-        loss, _ = model(batch)
-        loss.backward()
+        losses, _ = model(batch)
+        model.module.balancer.combine(losses).backward()
         optimizer.step()
         yield model, optimizer
     finally:

@@ -1,0 +1,32 @@
+"""Balancing through the command line: the log shows it, and a resumed run continues its state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.train.conftest import check, cli, config_with, train_log, weights
+
+ARGS = [
+    "data.batch_size=256", "model.hidden_dims=[32,16]", "model.tower_dims=[16]", "train.log_every_steps=5",
+    "train.balancing.strategy=gradnorm", "train.checkpoint_every_steps=10",
+]
+
+
+def test_a_gradnorm_run_stopped_and_resumed_matches_an_uninterrupted_one(small_config_path, tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    check(cli("train", "--config", str(small_config_path), "--out", str(straight), *ARGS))
+    check(cli("train", "--config", str(small_config_path), "--out", str(stopped), *ARGS, "train.max_steps=10"))
+    check(cli("train", "--config", str(small_config_path), "--out", str(stopped), "--resume", *ARGS))
+
+    logs = train_log(straight)
+    assert logs[-1]["task_weights"] != {"ctr": 1.0, "ctcvr": 1.0, "watch_time": 1.0}
+    assert sum(logs[-1]["task_weights"].values()) == pytest.approx(3.0)
+    assert set(logs[-1]["task_grad_cosine"]) == {"ctr~ctcvr", "ctr~watch_time", "ctcvr~watch_time"}
+    assert train_log(stopped)[-1]["task_weights"] == logs[-1]["task_weights"]
+
+    config = config_with(small_config_path, *ARGS)
+    a, b = weights(straight / "checkpoints", config), weights(stopped / "checkpoints", config)
+    assert "balancer.task_weights" in a and "balancer.initial_losses" in a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
