@@ -40,6 +40,11 @@ def task_metrics(tasks: list[TaskSpec], cols: dict[str, np.ndarray]) -> dict[str
             m["cvr_auc_clicked"] = auc(cols["pcvr"][clicked], conv[clicked])
             if "oracle_pcvr" in cols:
                 m["oracle_cvr_auc_clicked"] = auc(cols["oracle_pcvr"][clicked], conv[clicked])
+                # synthetic data knows p(convert | click) for every impression, clicked or not: pCVR
+                # judged on the whole space it is served on, against soft labels (the expected AUC
+                # under labels drawn from the oracle) -- where click-only training is biased
+                m["cvr_auc_counterfactual"] = auc(cols["pcvr"], cols["oracle_pcvr"])
+                m["oracle_cvr_auc_counterfactual"] = auc(cols["oracle_pcvr"], cols["oracle_pcvr"])
         else:
             t = cols["label_watch_time"]
             m["xauc"] = xauc(cols["watch_time"], t)

@@ -47,3 +47,12 @@ def test_xauc_matches_brute_force_pair_count_on_small_data():
 
 def test_rmse():
     np.testing.assert_allclose(rmse(np.array([1.0, 3.0]), np.array([0.0, 0.0])), np.sqrt(5.0))
+
+
+def test_auc_with_soft_labels_is_the_auc_of_rows_split_into_weighted_positives_and_negatives():
+    # soft label p: the row counts as a positive of weight p and a negative of weight 1 - p
+    rng = np.random.default_rng(3)
+    scores, p = rng.normal(size=300), rng.uniform(size=300)
+    both = np.r_[scores, scores]
+    expected = roc_auc_score(np.r_[np.ones(300), np.zeros(300)], both, sample_weight=np.r_[p, 1 - p])
+    assert auc(scores, p) == pytest.approx(expected, rel=1e-12)

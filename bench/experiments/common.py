@@ -1,0 +1,59 @@
+"""Shared by the experiments: running `recsys-mtl` as a user would, and writing results into
+docs/experiments.md (each experiment owns one section between markers) with its PNGs beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "experiments.md"
+FIGURES = ROOT / "docs" / "experiments"
+HEADER = (
+    "# Experiments\n\n"
+    "Reproductions of the multi-task papers' findings with recsys-mtl's own modules and training loop. "
+    "Each section is written by the command it names (under `bench/experiments/`); rerunning it "
+    "replaces the section and its plots. These are benchmarks, not tests: they take minutes and "
+    "report what they measure, including where it disagrees with the paper.\n"
+)
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or append) the section between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = DOC.read_text() if DOC.exists() else HEADER
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def train(config: Path, out: Path, overrides: list[str], nproc: int = 1) -> dict:
+    """`recsys-mtl train` in a subprocess; returns (metrics.json, train log records)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
+    cmd = [
+        sys.executable, "-m", "recsys_mtl", "--log-level", "WARNING", "train", "--config", str(config),
+        "--out", str(out), "--nproc", str(nproc), *overrides,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return {"metrics": metrics, "log": log}
