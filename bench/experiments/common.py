@@ -3,7 +3,9 @@ docs/experiments.md (each experiment owns one section between markers) with its 
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +21,17 @@ HEADER = (
     "replaces the section and its plots. These are benchmarks, not tests: they take minutes and "
     "report what they measure, including where it disagrees with the paper.\n"
 )
+
+
+def training_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """The options every training experiment takes; parses them and sets up progress logging."""
+    parser.add_argument("--rows", type=int, default=500_000, help="rows generated per dataset")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="data and model seeds")
+    parser.add_argument("--nproc", type=int, default=2, help="training processes per run")
+    parser.add_argument("--work", type=Path, default=None, help="keep data and runs here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    return args
 
 
 def write_section(name: str, markdown: str) -> None:

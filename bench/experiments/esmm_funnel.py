@@ -31,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.experiments.common import FIGURES, ROOT, markdown_table, train, write_section  # noqa: E402
+from bench.experiments.common import FIGURES, ROOT, markdown_table, train, training_arguments, write_section  # noqa: E402
 from recsys_mtl.data.synthetic import GeneratorSpec, generate  # noqa: E402
 
 log = logging.getLogger("esmm_funnel")
@@ -61,13 +61,8 @@ def measured(metrics: dict, model: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--task-corrs", type=float, nargs="+", default=[0.2, 0.8])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--nproc", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=None, help="keep data and runs here (default: a temp dir)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    args = training_arguments(parser)
     start = time.perf_counter()
     results: dict[tuple[float, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,6 +24,7 @@ class JobLog:
             self.step = Gauge("recsys_train_step", "optimizer steps done", registry=self.registry)
             self.samples = Gauge("recsys_train_samples_per_second", "training throughput, all ranks", registry=self.registry)
             self.loss = Gauge("recsys_train_loss", "mean task loss over the last interval", ["task"], registry=self.registry)
+            self.weight = Gauge("recsys_train_task_weight", "current loss weight of the task", ["task"], registry=self.registry)
             self.metric = Gauge("recsys_eval_metric", "latest evaluation metric", ["task", "metric"], registry=self.registry)
             start_http_server(prometheus_port, registry=self.registry)
             log.info("Prometheus job metrics on port %d", prometheus_port)
@@ -39,6 +40,8 @@ class JobLog:
             self.samples.set(fields["samples_per_s"])
             for task, value in fields["loss"].items():
                 self.loss.labels(task).set(value)
+            for task, value in fields.get("task_weights", {}).items():
+                self.weight.labels(task).set(value)
         elif event == "eval":
             for task, metrics in fields["metrics"].items():
                 for name, value in metrics.items():

@@ -16,7 +16,7 @@ def free_port() -> int:
 def test_json_lines_and_prometheus_endpoint_carry_the_same_numbers(tmp_path):
     port = free_port()
     log = JobLog(tmp_path / "train_log.jsonl", prometheus_port=port)
-    log.write("train", step=40, samples_per_s=1234.5, loss={"ctr": 0.25, "ctcvr": 0.125})
+    log.write("train", step=40, samples_per_s=1234.5, loss={"ctr": 0.25, "ctcvr": 0.125}, task_weights={"ctr": 1.5, "ctcvr": 0.5})
     log.write("eval", step=40, metrics={"ctr": {"auc": 0.75}})
     records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["event"] for r in records] == ["train", "eval"]
@@ -25,4 +25,5 @@ def test_json_lines_and_prometheus_endpoint_carry_the_same_numbers(tmp_path):
     assert "recsys_train_step 40.0" in body
     assert "recsys_train_samples_per_second 1234.5" in body
     assert 'recsys_train_loss{task="ctcvr"} 0.125' in body
+    assert 'recsys_train_task_weight{task="ctr"} 1.5' in body
     assert 'recsys_eval_metric{metric="auc",task="ctr"} 0.75' in body
