@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys_mtl.config import ConfigError, validate_config
+from recsys_mtl.config import BalancingConfig, ConfigError, validate_config
 from recsys_mtl.data.quality import DataQuality
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.features.dense import DenseStats
@@ -93,3 +93,19 @@ def test_inconsistent_tasks_are_rejected(small_config, tasks, fragment):
 def test_unknown_sharding_table_is_rejected(small_config):
     with pytest.raises(ConfigError, match=r"unknown tables \['nope'\]"):
         cfg(small_config, train__sharding={"nope": "table_wise"})
+
+
+@pytest.mark.parametrize(("backbone", "last_layers"), [("shared_bottom", 1), ("mmoe", 4), ("ple", 2), ("cross_stitch", 1)])
+def test_gradnorm_reads_the_last_layer_every_task_shares(small_config, backbone, last_layers):
+    model = build_model(cfg(small_config, model__backbone=backbone, model__num_experts=4, model__ple_shared_experts=2), "cpu")
+    assert len(model.last_shared_parameters()) == 2 * last_layers  # weight and bias per Linear
+    shared = {id(p) for p in model.shared_parameters()}
+    assert {id(p) for p in model.last_shared_parameters()} <= shared
+    assert not shared & {id(p) for p in model.towers.parameters()}
+
+
+def test_gradnorm_without_a_shared_layer_is_refused_with_the_fix(small_config):
+    logistic = cfg(small_config, model={"backbone": "shared_bottom", "hidden_dims": [], "dense_dims": [], "tower_dims": [], "interaction": "none"})
+    config = logistic.model_copy(update={"train": logistic.train.model_copy(update={"balancing": BalancingConfig(strategy="gradnorm")})})
+    with pytest.raises(ConfigError, match="needs a layer every task reads"):
+        build_train_module(config, "cpu")
