@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 ROWS   ?= 200000
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench experiments lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/reader_throughput.py
 	$(BIN)/python bench/generator_speed.py
 	$(BIN)/python bench/train_throughput.py
+
+# paper reproductions; each rewrites its section of docs/experiments.md and its plots
+experiments: $(STAMP)
+	$(BIN)/python bench/experiments/mmoe_synthetic.py
+	$(BIN)/python bench/experiments/esmm_funnel.py
+	$(BIN)/python bench/experiments/balancing_scales.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys_mtl serving pipelines bench tests

@@ -22,8 +22,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from common import FIGURES, ROOT, markdown_table, train, training_arguments, write_section  # noqa: E402
 
-from bench.experiments.common import FIGURES, ROOT, markdown_table, train, training_arguments, write_section  # noqa: E402
 from recsys_mtl.data.synthetic import GeneratorSpec, generate  # noqa: E402
 
 log = logging.getLogger("balancing_scales")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -50,7 +51,9 @@ def write_section(name: str, markdown: str) -> None:
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     def cell(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.4f}"
+        return str(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -58,7 +61,16 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def train(config: Path, out: Path, overrides: list[str], nproc: int = 1) -> dict:
-    """`recsys-mtl train` in a subprocess; returns (metrics.json, train log records)."""
+    """`recsys-mtl train` in a subprocess; returns (metrics.json, train log records). A run that
+    finished in ``out`` before (``--work`` kept it) is read back instead of trained again."""
+    if not (out / "metrics.json").exists():
+        _train(config, out, overrides, nproc)
+    metrics = json.loads((out / "metrics.json").read_text())
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return {"metrics": metrics, "log": log}
+
+
+def _train(config: Path, out: Path, overrides: list[str], nproc: int) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
     cmd = [
         sys.executable, "-m", "recsys_mtl", "--log-level", "WARNING", "train", "--config", str(config),
@@ -67,6 +79,3 @@ def train(config: Path, out: Path, overrides: list[str], nproc: int = 1) -> dict
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    return {"metrics": metrics, "log": log}
