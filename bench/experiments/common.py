@@ -70,6 +70,12 @@ def train(config: Path, out: Path, overrides: list[str], nproc: int = 1) -> dict
     return {"metrics": metrics, "log": log}
 
 
+def logged_seconds(runs: list[dict]) -> float:
+    """Training time of ``runs`` as their logs record it (first to last record, summed): the same
+    number whether this invocation trained them or read them back from ``--work``."""
+    return sum(run["log"][-1]["time"] - run["log"][0]["time"] for run in runs)
+
+
 def _train(config: Path, out: Path, overrides: list[str], nproc: int) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
     cmd = [

@@ -33,7 +33,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from common import FIGURES, ROOT, markdown_table, train, training_arguments, write_section  # noqa: E402
+from common import FIGURES, ROOT, logged_seconds, markdown_table, train, training_arguments, write_section  # noqa: E402
 
 from recsys_mtl.data.synthetic import GeneratorSpec, generate  # noqa: E402
 
@@ -73,6 +73,7 @@ def main() -> None:
     args = training_arguments(parser)
     start = time.perf_counter()
     results: dict[tuple[float, str], list[dict[str, float]]] = {}
+    runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for corr in args.task_corrs:
@@ -84,6 +85,7 @@ def main() -> None:
                     out = work / f"run_corr{corr}_seed{seed}_model{i}"
                     overrides = [f"data.train={data / 'train'}", f"data.eval={data / 'test'}", f"train.seed={seed}", f"data.seed={seed}", *extra]
                     run = train(ROOT / config, out, overrides, args.nproc)
+                    runs.append(run)
                     results.setdefault((corr, model), []).append(measured(run["metrics"], model))
                     log.info("task_corr %.1f seed %d %s: %s (%.0f s)", corr, seed, model, results[(corr, model)][-1], time.perf_counter() - start)
 
@@ -129,7 +131,7 @@ def main() -> None:
     write_section("esmm", f"""
 ## ESMM vs. the click-only CVR model (synthetic funnel)
 
-Command: `{command}` ({time.perf_counter() - start:.0f} s, CPU).
+Command: `{command}` (CPU; {logged_seconds(runs):.0f} s of training in all, as logged).
 
 Setup: `recsys-mtl generate --rows {args.rows:,} --task-corr C --seed S` (90 % train / 10 % test), one
 epoch of `recsys-mtl train --nproc {args.nproc}` per model with the shipped configs (MMoE backbone,
