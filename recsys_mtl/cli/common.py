@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from recsys_mtl.config import Config, load_config
 
@@ -17,3 +19,21 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
+
+
+def relaunch(nproc: int) -> int:
+    """Re-run this same command under torch.distributed.run with ``nproc`` local processes."""
+    from torch.distributed.run import main as torchrun
+
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv):  # drop --nproc N / --nproc=N, keep everything else as typed
+        if a == "--nproc":
+            argv = argv[:i] + argv[i + 2 :]
+            break
+        if a.startswith("--nproc="):
+            argv = argv[:i] + argv[i + 1 :]
+            break
+    # split the cores between the ranks (torchrun would otherwise force 1 thread and say so)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    torchrun(["--standalone", f"--nproc_per_node={nproc}", "-m", "recsys_mtl", *argv])
+    return 0

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from recsys_mtl.cli.common import add_config_args, config_from_args
+from recsys_mtl.cli.common import add_config_args, config_from_args, relaunch
 from recsys_mtl.train.distributed import under_launcher
 
 
@@ -19,24 +18,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nproc", type=int, default=1, help="local processes to launch through torch.distributed.run")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.set_defaults(run=run)
-
-
-def _relaunch(args: argparse.Namespace) -> int:
-    """Re-run this same command under torch.distributed.run with N local processes."""
-    from torch.distributed.run import main as torchrun
-
-    argv = sys.argv[1:]
-    for i, a in enumerate(argv):  # drop --nproc N / --nproc=N, keep everything else as typed
-        if a == "--nproc":
-            argv = argv[:i] + argv[i + 2 :]
-            break
-        if a.startswith("--nproc="):
-            argv = argv[:i] + argv[i + 1 :]
-            break
-    # split the cores between the ranks (torchrun would otherwise force 1 thread and say so)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
-    torchrun(["--standalone", f"--nproc_per_node={args.nproc}", "-m", "recsys_mtl", *argv])
-    return 0
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -57,7 +38,7 @@ def format_result(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validate before launching anything
     if args.nproc > 1 and not under_launcher():
-        return _relaunch(args)
+        return relaunch(args.nproc)
     from recsys_mtl.train.loop import train
 
     result = train(config, args.out, resume=args.resume)

@@ -261,6 +261,28 @@ class TrainConfig(Section):
     seed: int = 0
 
 
+RANKED_OUTPUTS = ("pctr", "pcvr", "pctcvr", "watch_time")
+
+
+class RankingConfig(Section):
+    """The combined ranking score of a candidate (batch scoring and serving):
+    score = Π_k term_k ** exponent_k over the model's outputs, with term = the probability for pctr,
+    pcvr and pctcvr, and 1 + seconds for watch_time. Outputs the model does not produce are skipped.
+    """
+
+    exponents: dict[str, float] = Field(
+        default_factory=lambda: {"pctr": 1.0, "pctcvr": 0.5, "watch_time": 0.5},
+        description=f"exponent per output, outputs among {list(RANKED_OUTPUTS)}",
+    )
+
+    @model_validator(mode="after")
+    def _known_outputs(self) -> RankingConfig:
+        unknown = sorted(set(self.exponents) - set(RANKED_OUTPUTS))
+        if unknown:
+            raise ValueError(f"ranking.exponents names unknown outputs {unknown}; outputs: {list(RANKED_OUTPUTS)}")
+        return self
+
+
 class Config(Section):
     """The whole resolved configuration of a run."""
 
@@ -273,6 +295,7 @@ class Config(Section):
         default=None, description="null: ctr, plus ctcvr (ESMM) and watch_time when those labels exist"
     )
     train: TrainConfig = TrainConfig()
+    ranking: RankingConfig = RankingConfig()
 
     @model_validator(mode="after")
     def _tasks_fit_labels_and_tables(self) -> Config:

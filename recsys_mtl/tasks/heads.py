@@ -108,3 +108,16 @@ def predict(tasks: list[TaskSpec], logits: dict[str, torch.Tensor]) -> dict[str,
             else:
                 out["watch_time"] = raw.clamp(min=0)
     return out
+
+
+def ranking_score(outputs: dict[str, torch.Tensor], exponents: dict[str, float]) -> torch.Tensor:
+    """``Π_k term_k ** exponent_k`` over the outputs present (term: the probability, or 1 + seconds
+    for ``watch_time``), computed in log space. ``{name: [B]} -> [B]``"""
+    first = next(iter(outputs.values()))
+    log_score = torch.zeros_like(first)
+    for name, exponent in exponents.items():
+        if name in outputs and exponent:
+            value = outputs[name]
+            term = torch.log1p(value) if name == "watch_time" else torch.log(value.clamp(min=1e-30))
+            log_score = log_score + exponent * term
+    return torch.exp(log_score)

@@ -1,0 +1,24 @@
+"""``recsys-mtl score``: batch scoring to Parquet, input order kept, named columns carried through."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score a Parquet dataset with a trained model (batch, streaming)")
+    p.add_argument("--model", type=Path, required=True, help="training run directory (the --out of train)")
+    p.add_argument("--data", required=True, help="Parquet directory or file with the feature columns")
+    p.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    p.add_argument("--keep", nargs="*", default=[], metavar="COL", help="input columns to carry through (e.g. row_id)")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per model call (default: the run's)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recsys_mtl.report.score import score_to_parquet
+
+    rows = score_to_parquet(args.model, args.data, args.out, args.keep, args.batch_size)
+    print(f"scored {rows:,} rows -> {args.out}")
+    return 0
