@@ -22,8 +22,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def relaunch(nproc: int) -> int:
-    """Re-run this same command under torch.distributed.run with ``nproc`` local processes."""
-    from torch.distributed.run import main as torchrun
+    """Re-run this same command as ``nproc`` local processes under torch's elastic launcher (what
+    ``torchrun --standalone`` does), passing the arguments through untouched: torchrun's own command
+    line would take ``--run`` for an abbreviation of its ``--run-path``."""
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     argv = sys.argv[1:]
     for i, a in enumerate(argv):  # drop --nproc N / --nproc=N, keep everything else as typed
@@ -35,5 +39,9 @@ def relaunch(nproc: int) -> int:
             break
     # split the cores between the ranks (torchrun would otherwise force 1 thread and say so)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    torchrun(["--standalone", f"--nproc_per_node={nproc}", "-m", "recsys_mtl", *argv])
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
+    )
+    elastic_launch(config, sys.executable)("-u", "-m", "recsys_mtl", *argv)
     return 0

@@ -21,13 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"{'task':<12}{'metric':<24}{'model':>10}{'oracle':>10}{'gap':>10}"]
+    lines = [f"{'task':<12}{'metric':<24}{'model':>10}{'oracle':>10}{'oracle-model':>14}"]
     for task, metrics in result["metrics"].items():
         for name, value in metrics.items():
             if name.startswith("oracle_"):
                 continue
             oracle = metrics.get(f"oracle_{name}")
-            gap = f"{oracle - value:>10.4f}" if oracle is not None else f"{'':>10}"
+            gap = f"{oracle - value:>14.4f}" if oracle is not None else f"{'':>14}"
             shown = f"{oracle:>10.4f}" if oracle is not None else f"{'-':>10}"
             lines.append(f"{task:<12}{name:<24}{value:>10.4f}{shown}{gap}")
     rate = result["samples_per_s"]

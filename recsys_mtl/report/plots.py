@@ -130,8 +130,8 @@ def _histogram_png(
             raise ValueError(f"{title}: {len(edge_arr)} edges for {len(values)} {label} counts")
     fig, ax = plt.subplots(figsize=FIGSIZE)
     for label, values in counts.items():
-        ax.stairs(values, edge_arr, label=label, fill=True, alpha=0.35)
-        ax.stairs(values, edge_arr, linewidth=1.2)
+        filled = ax.stairs(values, edge_arr, label=label, fill=True, alpha=0.3)
+        ax.stairs(values, edge_arr, color=filled.get_facecolor(), alpha=1.0, linewidth=1.2)
     if _wants_log(*counts.values()):
         ax.set_yscale("log")
     _finish(ax, title, xlabel, "rows")

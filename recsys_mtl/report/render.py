@@ -224,10 +224,29 @@ def _curve_plots(name: str, curve: Mapping, kind: str | None) -> list[Plot]:
         add("calibration", "calibration", plots.calibration_png, curve["calibration"], *axes)
     if "histogram" in curve:
         if regression:
-            add("histogram", "watch time histogram", plots.watch_time_histogram_png, curve["histogram"])
+            add(
+                "histogram",
+                "histogram (predicted vs target)",
+                plots.watch_time_histogram_png,
+                curve["histogram"],
+            )
         else:
-            add("histogram", "score histogram", plots.score_histogram_png, curve["histogram"])
+            add(
+                "histogram",
+                "score histogram (positives vs negatives)",
+                plots.score_histogram_png,
+                curve["histogram"],
+            )
     return out
+
+
+def _with_values(series: dict[str, tuple[list, list]]) -> dict[str, tuple[list, list]]:
+    """The series holding at least one number: an all-NaN line would only draw an empty axis."""
+    return {
+        key: (steps, values)
+        for key, (steps, values) in series.items()
+        if any(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    }
 
 
 def _train_series(train_log: Iterable[Mapping], field: str) -> dict[str, tuple[list, list]]:
@@ -240,7 +259,7 @@ def _train_series(train_log: Iterable[Mapping], field: str) -> dict[str, tuple[l
             steps, values = series.setdefault(key, ([], []))
             steps.append(record["step"])
             values.append(value)
-    return series
+    return _with_values(series)
 
 
 def _eval_series(train_log: Iterable[Mapping]) -> dict[str, dict[str, tuple[list, list]]]:
@@ -257,7 +276,7 @@ def _eval_series(train_log: Iterable[Mapping]) -> dict[str, dict[str, tuple[list
                 steps, values = series.setdefault(metric, {}).setdefault(task, ([], []))
                 steps.append(record["step"])
                 values.append(value)
-    return series
+    return {metric: tasks for metric, by_task in series.items() if (tasks := _with_values(by_task))}
 
 
 def _training_plots(train_log: Sequence[Mapping]) -> list[Plot]:
@@ -287,9 +306,10 @@ def _header(report: Mapping) -> list[Block]:
     keys = [k for k in HEADER_KEYS if k in report]
     keys += [k for k, v in report.items() if k not in HEADER_KEYS and _is_scalar(v)]
     rows = [(k, format_value(report[k])) for k in keys]
-    return (
-        [Heading(1, title), Table(("field", "value"), rows, (False, False))] if rows else [Heading(1, title)]
-    )
+    blocks: list[Block] = [Heading(1, title)]
+    if rows:
+        blocks.append(Table(("field", "value"), rows, (False, False)))
+    return blocks
 
 
 def _gap(model: object, oracle: object) -> float | None:
@@ -336,11 +356,10 @@ def _data_quality(quality: Mapping | None) -> list[Block]:
         return []
     rows = []
     for check, value in quality.items():
-        if isinstance(value, Mapping):
-            rows += [(check, str(k), format_value(v)) for k, v in value.items()] or [
-                (check, "", format_value(0))
-            ]
-        elif isinstance(value, list):
+        if isinstance(value, Mapping) and value:
+            rows += [(check, str(k), format_value(v)) for k, v in value.items()]
+        elif isinstance(value, Mapping | list):
+            # Lists (empty_files) and empty mappings: which ones, and how many.
             rows.append((check, ", ".join(map(str, value)), format_value(len(value))))
         else:
             rows.append((check, "", format_value(value)))
