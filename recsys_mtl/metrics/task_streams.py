@@ -116,8 +116,10 @@ class TaskStreams:
             values = dict(stream.metrics())
             if (who, i) in self.groups:
                 values.update(self.groups[(who, i)].metrics())
-            if v.suffix == "_counterfactual":
-                values = {k: values[k] for k in ("auc",) if k in values}  # soft labels: only the ranking is meaningful
+            if v.suffix in ("_entire_space", "_counterfactual"):
+                # pCVR against click∧conversion (or soft labels): only its ranking is meaningful; its
+                # log loss or calibration would measure pCVR against a label it does not predict
+                values = {k: values[k] for k in ("auc",) if k in values}
             for name, value in values.items():
                 key = f"{v.prefix}{name}{v.suffix}"
                 if who == "oracle":

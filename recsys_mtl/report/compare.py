@@ -67,6 +67,12 @@ def load_report(path: Path) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
+def _delta(value: float | int | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:+,d}" if isinstance(value, int) else f"{value:+.4f}"
+
+
 def _mark(row: dict[str, Any]) -> str:
     if row["z"] is None:
         return ""
@@ -77,7 +83,7 @@ def to_text(rows: list[dict[str, Any]], name_a: str, name_b: str) -> str:
     header = f"{'task':<12}{'metric':<30}{'A':>12}{'B':>12}{'B - A':>12}  AUC test"
     lines = [f"A: {name_a}", f"B: {name_b}", header]
     for r in rows:
-        delta = "" if r["delta"] is None else f"{r['delta']:+.4f}"
+        delta = _delta(r["delta"])
         lines.append(f"{r['task']:<12}{r['metric']:<30}{format_value(r['a']):>12}{format_value(r['b']):>12}{delta:>12}  {_mark(r)}")
     lines.append("* |z| > 1.96: the AUC difference exceeds two standard errors (Hanley-McNeil, unpaired)")
     return "\n".join(lines)
@@ -87,7 +93,7 @@ def to_html(rows: list[dict[str, Any]], name_a: str, name_b: str) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
             r["task"], r["metric"], format_value(r["a"]), format_value(r["b"]),
-            "" if r["delta"] is None else f"{r['delta']:+.4f}", _mark(r),
+            _delta(r["delta"]), _mark(r),
         )) + "</tr>"
         for r in rows
     )
