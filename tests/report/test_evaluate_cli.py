@@ -31,23 +31,17 @@ def runs(small_config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return out
 
 
+def evaluate(run: str, data: str, out: str, *args: str):
+    return cli("evaluate", "--run", run, "--data", data, "--out", out, *args)
+
+
 def test_report_streams_equal_the_in_memory_metrics_and_the_html_shows_metrics_json(
     runs, small_data, tmp_path
 ):
     report_dir = tmp_path / "report"
     # batches of 300 rows: the 2,000 test rows arrive in 7 batches, the last one padded
     result = check(
-        cli(
-            "evaluate",
-            "--run",
-            str(runs["mmoe"]),
-            "--data",
-            str(small_data / "test"),
-            "--out",
-            str(report_dir),
-            "--batch-size",
-            "300",
-        )
+        evaluate(str(runs["mmoe"]), str(small_data / "test"), str(report_dir), "--batch-size", "300")
     )
     assert "oracle" in result.stdout
     report = json.loads((report_dir / "metrics.json").read_text())
@@ -89,20 +83,8 @@ def test_report_streams_equal_the_in_memory_metrics_and_the_html_shows_metrics_j
 
 def test_two_rank_evaluation_equals_one_rank(runs, small_data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    check(cli("evaluate", "--run", str(runs["mmoe"]), "--data", str(small_data / "test"), "--out", str(one)))
-    check(
-        cli(
-            "evaluate",
-            "--run",
-            str(runs["mmoe"]),
-            "--data",
-            str(small_data / "test"),
-            "--out",
-            str(two),
-            "--nproc",
-            "2",
-        )
-    )
+    check(evaluate(str(runs["mmoe"]), str(small_data / "test"), str(one)))
+    check(evaluate(str(runs["mmoe"]), str(small_data / "test"), str(two), "--nproc", "2"))
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert (a["world_size"], b["world_size"]) == (1, 2) and a["rows"] == b["rows"]
     for task in a["tasks"]:
@@ -117,11 +99,7 @@ def test_compare_lines_up_two_reports_with_deltas(runs, small_data, tmp_path):
     reports = {}
     for name, run in runs.items():
         reports[name] = tmp_path / name
-        check(
-            cli(
-                "evaluate", "--run", str(run), "--data", str(small_data / "test"), "--out", str(reports[name])
-            )
-        )
+        check(evaluate(str(run), str(small_data / "test"), str(reports[name])))
     page = tmp_path / "compare.html"
     result = check(cli("compare", str(reports["shared_bottom"]), str(reports["mmoe"]), "--html", str(page)))
     a = json.loads((reports["shared_bottom"] / "metrics.json").read_text())["tasks"]["ctr"]["metrics"]["auc"]
