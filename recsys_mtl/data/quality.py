@@ -52,3 +52,17 @@ class DataQuality:
             filled_dense=Counter(d["filled_dense"]),
             empty_files=list(d["empty_files"]),
         )
+
+
+def sum_over_ranks(quality: DataQuality) -> DataQuality:
+    """Every rank's counts added up (this rank's own when there is no process group)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return quality
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, quality.to_dict())
+    total = DataQuality()
+    for part in parts:
+        total.merge(DataQuality.from_dict(part))
+    return total

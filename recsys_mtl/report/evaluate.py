@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from recsys_mtl.config import dump_config
-from recsys_mtl.data.quality import DataQuality
+from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.data.synthetic import ORACLE_COLUMNS
@@ -26,17 +26,6 @@ from recsys_mtl.train.evaluate import batch_columns
 from recsys_mtl.train.run_dir import load_run
 
 log = logging.getLogger("recsys_mtl.evaluate")
-
-
-def _sum_quality(quality: DataQuality) -> DataQuality:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return quality
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, quality.to_dict())
-    total = DataQuality()
-    for part in parts:
-        total.merge(DataQuality.from_dict(part))
-    return total
 
 
 @torch.no_grad()
@@ -68,7 +57,7 @@ def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_siz
     if streams is None:
         raise ValueError(f"{data} has no rows to evaluate")
     streams.all_reduce()
-    quality = _sum_quality(reader.quality)
+    quality = sum_over_ranks(reader.quality)
     total_rows = torch.tensor([rows], dtype=torch.float64)
     if dist.is_initialized():
         dist.all_reduce(total_rows)

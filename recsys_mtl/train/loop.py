@@ -23,7 +23,7 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 
 from recsys_mtl.config import Config, ConfigError, save_config
-from recsys_mtl.data.quality import DataQuality
+from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.data.synthetic import ORACLE_COLUMNS
@@ -110,15 +110,6 @@ def _check_out_dir(out: Path, resume: bool) -> Path | None:
     if resume and latest is None:
         log.warning("--resume: no checkpoint under %s; starting from the beginning", out / "checkpoints")
     return latest
-
-
-def _sum_quality(quality: DataQuality) -> DataQuality:
-    parts: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
-    dist.all_gather_object(parts, quality.to_dict())
-    total = DataQuality()
-    for part in parts:
-        total.merge(DataQuality.from_dict(part))
-    return total
 
 
 def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[DistributedModelParallel, TrainOptimizer, ShardingPlan]:
@@ -256,7 +247,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
 
     if pos.step == 0 or not metrics:  # nothing left to train (resumed a finished run): still report
         run_eval()
-    quality = _sum_quality(train_reader.quality)
+    quality = sum_over_ranks(train_reader.quality)
     result = {
         "steps": pos.step,
         "epochs": t.epochs,
