@@ -30,3 +30,27 @@ def small_config(small_data: Path) -> Config:
 @pytest.fixture(scope="session")
 def small_config_path(small_data: Path) -> Path:
     return small_data / "config.yaml"
+
+
+# a small network that trains in seconds on the small dataset
+SMALL_MODEL = ["data.batch_size=512", "model.hidden_dims=[32,16]", "model.tower_dims=[16]", "train.log_every_steps=5"]
+
+
+@pytest.fixture(scope="session")
+def small_run(small_config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained on 2 ranks (sharded embeddings): what export and serving start from."""
+    from tests.train.conftest import check, cli
+
+    out = tmp_path_factory.mktemp("small_run") / "run"
+    check(cli("train", "--config", str(small_config_path), "--out", str(out), "--nproc", "2", *SMALL_MODEL))
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_root(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model root holding version ``v1`` of ``small_run`` (float32). Tests must not change it."""
+    from recsys_mtl.export.export import export_run
+
+    root = tmp_path_factory.mktemp("models")
+    export_run(small_run, root, version="v1")
+    return root

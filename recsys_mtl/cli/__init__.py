@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from recsys_mtl.cli import compare, config_cmd, evaluate, generate, score, train, validate_data
+from recsys_mtl.cli import compare, config_cmd, evaluate, export, generate, score, serve, train, validate_data
 from recsys_mtl.config import ConfigError
 from recsys_mtl.errors import DataError
 
-COMMANDS = (generate, validate_data, train, evaluate, compare, score, config_cmd)
+COMMANDS = (generate, validate_data, train, evaluate, compare, export, score, serve, config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

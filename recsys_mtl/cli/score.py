@@ -8,7 +8,7 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score a Parquet dataset with a trained model (batch, streaming)")
-    p.add_argument("--model", type=Path, required=True, help="training run directory (the --out of train)")
+    p.add_argument("--model", type=Path, required=True, help="model root or version (the --out of export), or a training run directory")
     p.add_argument("--data", required=True, help="Parquet directory or file with the feature columns")
     p.add_argument("--out", type=Path, required=True, help="output Parquet file")
     p.add_argument("--keep", nargs="*", default=[], metavar="COL", help="input columns to carry through (e.g. row_id)")

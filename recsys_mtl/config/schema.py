@@ -18,7 +18,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SparseFeature(Section):
+class ServedFeature(Section):
+    """How the online server treats a feature (SPEC §6); training ignores these keys."""
+
+    side: Literal["user", "context", "item"] | None = Field(
+        default=None,
+        description="where a request usually gives it (API docs, examples, benchmarks); a request may "
+        "give any feature at request level (user/context) or per candidate",
+    )
+    required: bool = Field(
+        default=False,
+        description="a scoring request without it is refused (422); otherwise a missing value is a null, "
+        "as in training (reserved bucket, empty list, or the dense fill)",
+    )
+
+
+class SparseFeature(ServedFeature):
     """One id per row (int64 or string), mapped into ``num_embeddings`` buckets.
 
     Bucket 0 is reserved for null (and, with ``id_map: identity``, out-of-range) ids.
@@ -54,7 +69,7 @@ class MultiHotFeature(SparseFeature):
     )
 
 
-class DenseFeature(Section):
+class DenseFeature(ServedFeature):
     """A float feature. Null and non-finite values are replaced by ``fill`` before the transform.
 
     ``log1p`` is the symmetric ``sign(x) * log1p(|x|)`` so negative values stay finite;

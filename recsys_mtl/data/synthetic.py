@@ -184,13 +184,27 @@ def feature_config(spec: GeneratorSpec) -> dict:
         "device": NUM_DEVICES,
         "hour": NUM_HOURS,
     }
+    sides = {
+        "user_id": "user", "user_city": "user", "user_age": "user", "hist_categories": "user",
+        "user_activity": "user", "device": "context", "hour": "context",
+    }  # the rest describe the item
+
+    def served(name: str) -> dict:
+        return {"side": sides.get(name, "item"), **({"required": True} if name == "item_id" else {})}
+
     return {
         # tuned on 1M generated rows, 2 ranks, one epoch: smaller batches (more steps) and a higher dense
         # LR beat the library defaults (batch 4096, LR 2e-3), which suit much larger logs
         "data": {"train": "train", "eval": "test", "batch_size": 512},
         "features": {
             "sparse": [
-                {"name": name, "num_embeddings": int(card) + 1, "dim": EMBEDDING_DIM, "id_map": "identity"}
+                {
+                    "name": name,
+                    "num_embeddings": int(card) + 1,
+                    "dim": EMBEDDING_DIM,
+                    "id_map": "identity",
+                    **served(name),
+                }
                 for name, card in sparse_cardinalities.items()
             ],
             "multi_hot": [
@@ -201,12 +215,13 @@ def feature_config(spec: GeneratorSpec) -> dict:
                     "id_map": "identity",
                     "pooling": "mean",
                     "max_length": max(int(spec.max_hist_len), 1),
+                    **served("hist_categories"),
                 }
             ],
             "dense": [
-                {"name": "price", "transform": "log1p"},
-                {"name": "item_ctr_7d", "transform": "standardize"},
-                {"name": "user_activity", "transform": "log1p"},
+                {"name": "price", "transform": "log1p", **served("price")},
+                {"name": "item_ctr_7d", "transform": "standardize", **served("item_ctr_7d")},
+                {"name": "user_activity", "transform": "log1p", **served("user_activity")},
             ],
         },
         "labels": {"click": "click", "conversion": "conversion", "watch_time": "watch_time"},

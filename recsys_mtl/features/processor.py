@@ -23,6 +23,22 @@ from recsys_mtl.features.hashing import hash_strings
 from recsys_mtl.features.labels import bad_label_rows, read_labels
 from recsys_mtl.features.sparse import IdColumn, id_lists, single_ids
 
+Encoded = dict[str, IdColumn | np.ndarray]
+"""Features of N rows by name: an ``IdColumn`` per id feature, ``[N]`` float32 per dense feature."""
+
+
+def repeat_rows(encoded: Encoded, rows: int) -> Encoded:
+    """One row's encoded features repeated for ``rows`` rows: the request-level (user and context)
+    features of a scoring request, encoded once and shared by its ``rows`` candidates."""
+    out: Encoded = {}
+    for name, value in encoded.items():
+        if isinstance(value, IdColumn):
+            length = int(value.lengths[0])
+            out[name] = IdColumn(np.tile(value.values[:length], rows), np.full(rows, length, np.int32), 0, 0)
+        else:
+            out[name] = np.repeat(value[:1], rows)
+    return out
+
 
 def _pad(x: np.ndarray, rows: int) -> np.ndarray:
     """Append zero rows along axis 0 up to ``rows``."""
@@ -94,9 +110,10 @@ class FeatureProcessor:
             raise ValueError(f"{n} rows do not fit in a batch of {rows}")
         weights = np.zeros(rows, dtype=np.float32)
         weights[:n] = 1.0
+        sparse, dense = self.assemble(self.encode(table, quality), rows)
         return Batch(
-            sparse=self._sparse(table, rows, quality),
-            dense=torch.from_numpy(_pad(self._dense(table, quality), rows)),
+            sparse=sparse,
+            dense=dense,
             labels={role: torch.from_numpy(_pad(y.astype(np.float32), rows)) for role, y in labels.items()},
             weights=torch.from_numpy(weights),
             group_ids=torch.from_numpy(self._group_ids(table, rows)),
@@ -122,37 +139,52 @@ class FeatureProcessor:
         keep = ~bad
         return table.filter(pa.array(keep)), {role: y[keep] for role, y in labels.items()}
 
-    def _sparse(self, table: pa.Table, rows: int, quality: DataQuality) -> KeyedJaggedTensor:
-        """KJT with keys = F id features, stride ``rows``; padding rows have length 0."""
-        values, lengths = [], []
+    def encode(
+        self, table: pa.Table, quality: DataQuality, names: Sequence[str] | None = None
+    ) -> Encoded:
+        """Map each feature of ``table`` (all, or those in ``names``) to model values, by name: an
+        ``IdColumn`` of bucket ids for id features, ``[N]`` float32 transformed values for dense ones.
+        Null ids, out-of-range ids and filled dense values are counted in ``quality``."""
+        wanted = None if names is None else set(names)
+        out: Encoded = {}
         for f in self.config.features.id_features:
+            if wanted is not None and f.name not in wanted:
+                continue
             column = table.column(f.source_column)
             ids: IdColumn = id_lists(f, column) if isinstance(f, MultiHotFeature) else single_ids(f, column)
             if ids.nulls:
                 quality.null_ids[f.name] += ids.nulls
             if ids.out_of_range:
                 quality.out_of_range_ids[f.name] += ids.out_of_range
-            values.append(ids.values)
-            lengths.append(_pad(ids.lengths, rows))
-        return KeyedJaggedTensor(
-            keys=self.feature_keys,
-            values=torch.from_numpy(np.concatenate(values)),  # [sum of lengths] key-major
-            lengths=torch.from_numpy(np.concatenate(lengths)),  # [F * rows]
-            stride=rows,
-        )
-
-    def _dense(self, table: pa.Table, quality: DataQuality) -> np.ndarray:
-        """``[N, Fd]`` float32 (``[N, 0]`` without dense features)."""
-        dense = self.config.features.dense
-        out = np.empty((table.num_rows, len(dense)), dtype=np.float32)
-        for j, f in enumerate(dense):
+            out[f.name] = ids
+        for f in self.config.features.dense:
+            if wanted is not None and f.name not in wanted:
+                continue
             stat = self.stats[f.name] if self.stats is not None and f.name in self.stats else None
             x, ok = raw_values(table.column(f.source_column))
             if not ok.all():
                 quality.filled_dense[f.name] += int((~ok).sum())
                 x = np.where(ok, x, fill_value(f, stat))
-            out[:, j] = transform(f, x, stat)
+            out[f.name] = transform(f, x, stat)
         return out
+
+    def assemble(self, encoded: Encoded, rows: int) -> tuple[KeyedJaggedTensor, torch.Tensor]:
+        """Every feature's encoded values (N rows each) -> (KJT with keys = the F id features and
+        stride ``rows``, ``[rows, Fd]`` dense); rows past N are padding (no ids, zero dense)."""
+        id_features = self.config.features.id_features
+        ids = [encoded[f.name] for f in id_features]
+        kjt = KeyedJaggedTensor(
+            keys=self.feature_keys,
+            values=torch.from_numpy(np.concatenate([c.values for c in ids])),  # [sum of lengths] key-major
+            lengths=torch.from_numpy(np.concatenate([_pad(c.lengths, rows) for c in ids])),  # [F * rows]
+            stride=rows,
+        )
+        dense_features = self.config.features.dense
+        n = len(ids[0].lengths)
+        dense = np.zeros((rows, len(dense_features)), dtype=np.float32)
+        for j, f in enumerate(dense_features):
+            dense[:n, j] = encoded[f.name]
+        return kjt, torch.from_numpy(dense)
 
     def _group_ids(self, table: pa.Table, rows: int) -> np.ndarray:
         """``[rows]`` int64 group keys: integer keys as they are, strings hashed; -1 for null/padding."""

@@ -8,26 +8,22 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from recsys_mtl.data.quality import DataQuality
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.errors import DataError
-from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.export.scorer import load_scorer
 from recsys_mtl.progress import Progress
-from recsys_mtl.tasks.heads import predict, ranking_score
-from recsys_mtl.train.run_dir import load_run
 
 log = logging.getLogger("recsys_mtl.score")
 
 
-@torch.no_grad()
 def score_to_parquet(model: Path, data: str, out: Path, keep: list[str], batch_size: int | None = None) -> int:
-    """Write ``out`` (Parquet): the ``keep`` columns as read, then ``pctr`` / ``pcvr`` / ``pctcvr`` /
+    """Score with ``model`` (a model version, a model root, or a training run directory) and write
+    ``out`` (Parquet): the ``keep`` columns as read, then ``pctr`` / ``pcvr`` / ``pctcvr`` /
     ``watch_time`` (as the tasks provide) and ``score``. Returns the number of rows written."""
-    loaded = load_run(model)
-    config = loaded.config
-    processor = FeatureProcessor(config, loaded.stats, with_labels=False)
+    scorer = load_scorer(model)
+    processor = scorer.processor
     source = ParquetSource(data)
     schema = source.schemas[source.files[0]]
     missing = [c for c in keep if c not in schema.names]
@@ -36,7 +32,7 @@ def score_to_parquet(model: Path, data: str, out: Path, keep: list[str], batch_s
     for file in source.files:
         processor.check_schema(source.schemas[file], file)
     columns = list(dict.fromkeys([*processor.columns, *keep]))
-    size = batch_size or config.data.batch_size
+    size = batch_size or scorer.config.data.batch_size
     quality = DataQuality()
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -47,12 +43,9 @@ def score_to_parquet(model: Path, data: str, out: Path, keep: list[str], batch_s
         for table in source.iter_tables(columns):
             for start in range(0, table.num_rows, size):
                 rows = table.slice(start, size)
-                batch = processor.process(rows, quality=quality, source=str(data))
-                outputs = predict(loaded.module.tasks, loaded.module.model(batch.sparse, batch.dense))
-                outputs["score"] = ranking_score(outputs, config.ranking.exponents)
                 result = rows.select(keep)
-                for name, value in outputs.items():
-                    result = result.append_column(name, pa.array(value.numpy()))
+                for name, value in scorer.score_table(rows, quality).items():
+                    result = result.append_column(name, pa.array(value))
                 if writer is None:
                     writer = pq.ParquetWriter(partial, result.schema)
                 writer.write_table(result)

@@ -11,14 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_mtl.data.source import ParquetSource
+from tests.conftest import SMALL_MODEL
 from tests.train.conftest import check, cli, evaluate_unsharded
 
-SMALL = [
-    "data.batch_size=512",
-    "model.hidden_dims=[32,16]",
-    "model.tower_dims=[16]",
-    "train.log_every_steps=5",
-]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +22,7 @@ def runs(small_config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     out = {}
     for name, extra in (("mmoe", []), ("shared_bottom", ["model.backbone=shared_bottom"])):
         out[name] = root / name
-        check(cli("train", "--config", str(small_config_path), "--out", str(out[name]), *SMALL, *extra))
+        check(cli("train", "--config", str(small_config_path), "--out", str(out[name]), *SMALL_MODEL, *extra))
     return out
 
 

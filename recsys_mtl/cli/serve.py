@@ -1,0 +1,55 @@
+"""``recsys-mtl serve``: the HTTP scoring server (SPEC §6) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP scoring server: POST /v1/score, /metrics, /healthz, /readyz, /docs")
+    p.add_argument("--model", type=Path, required=True, help="model root (newest version served, rollover) or one version")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (each takes cores/workers torch threads)")
+    p.add_argument("--max-candidates", type=int, default=1000, help="refuse larger candidate lists (413)")
+    p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="refuse larger bodies (413)")
+    p.add_argument("--poll-seconds", type=float, default=10.0, help="look for a new version this often (0: on /admin/reload only)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: metrics count them)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from recsys_mtl.export.artifact import resolve_model_path
+
+    resolve_model_path(args.model)  # fail here, with the reason, rather than in every worker
+    env = {
+        "MODEL": str(args.model.resolve()), "WORKERS": args.workers, "MAX_CANDIDATES": args.max_candidates,
+        "MAX_BODY_BYTES": args.max_body_bytes, "POLL_SECONDS": args.poll_seconds,
+    }
+    for key, value in env.items():
+        os.environ[f"RECSYS_MTL_{key}"] = str(value)
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # the workers are fresh processes (spawned), so they import prometheus_client in multiprocess mode
+        metrics_dir = tempfile.mkdtemp(prefix="recsys-mtl-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # uvicorn's own logging setup, plus this project's loggers (model loads, rollovers, errors)
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    for name in ("serving", "recsys_mtl"):
+        log_config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    try:
+        uvicorn.run(
+            "serving.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+            access_log=args.access_log, log_config=log_config, timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

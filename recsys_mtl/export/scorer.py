@@ -1,0 +1,74 @@
+"""Scoring with a trained model: feature encoding, forward, task outputs and the ranking score.
+
+``recsys-mtl score`` and the HTTP server both score through ``Scorer``, which encodes features with the
+project's one ``FeatureProcessor`` (the path training uses), so offline and online scores of the same
+rows are the same numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_mtl.config import Config
+from recsys_mtl.data.quality import DataQuality
+from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.processor import Encoded, FeatureProcessor
+from recsys_mtl.tasks.heads import TaskSpec, predict, ranking_score
+
+
+class Scorer:
+    """``model`` is a ``MultiTaskModel`` (float or int8 embeddings) in eval mode on CPU."""
+
+    def __init__(self, config: Config, stats: DenseStats, model: nn.Module, tasks: list[TaskSpec], version: str):
+        self.config = config
+        self.processor = FeatureProcessor(config, stats, with_labels=False)
+        self.model = model
+        self.tasks = tasks
+        self.version = version
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the per-row outputs, ``score`` last."""
+        with torch.inference_mode():
+            probe = predict(self.tasks, {t: torch.zeros(1) for t in self.model.towers})
+        return [*probe, "score"]
+
+    def encode(self, table: pa.Table, names: list[str] | None = None, quality: DataQuality | None = None) -> Encoded:
+        return self.processor.encode(table, quality if quality is not None else DataQuality(), names)
+
+    def forward(self, encoded: Encoded, rows: int) -> dict[str, torch.Tensor]:
+        """Encoded features of ``rows`` rows -> ``{output: [rows]}`` (task outputs and ``score``)."""
+        return self.predict(*self.processor.assemble(encoded, rows))
+
+    @torch.inference_mode()
+    def predict(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(KJT of stride B, [B, Fd]) -> {output: [B]}``"""
+        outputs = predict(self.tasks, self.model(sparse, dense))
+        outputs["score"] = ranking_score(outputs, self.config.ranking.exponents)
+        return outputs
+
+    def score_table(self, table: pa.Table, quality: DataQuality | None = None) -> dict[str, np.ndarray]:
+        """Every output for each row of ``table`` (columns as in the training data). ``{output: [N]}``"""
+        outputs = self.forward(self.encode(table, quality=quality), table.num_rows)
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+def load_scorer(path: Path) -> Scorer:
+    """A scorer for a model version, a model root (its newest version) or a training run directory
+    (its latest checkpoint, gathered from any world size)."""
+    from recsys_mtl.export.artifact import META, load_artifact
+
+    path = Path(path)
+    if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir() and not (path / META).is_file():
+        from recsys_mtl.train.run_dir import load_run
+
+        run = load_run(path)
+        return Scorer(run.config, run.stats, run.module.model, run.module.tasks, f"run:{path.name}")
+    artifact = load_artifact(path)
+    return Scorer(artifact.config, artifact.stats, artifact.model, artifact.tasks, artifact.version)

@@ -1,0 +1,206 @@
+"""The scoring server (SPEC §6): ``create_app`` is the factory uvicorn calls in every worker.
+
+Routes: ``POST /v1/score``, ``GET /healthz`` (alive), ``GET /readyz`` (model loaded and warmed),
+``GET /metrics`` (Prometheus), ``POST /admin/reload`` (bearer token), ``/docs`` (OpenAPI).
+Scoring runs on the event loop thread: the work is CPU-bound and short, and one request at a time per
+worker keeps torch's threads from competing (concurrency comes from workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import orjson
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recsys_mtl import __version__
+from recsys_mtl.features.processor import repeat_rows
+from serving.metrics import ServerMetrics
+from serving.openapi import ERROR_RESPONSES, request_body_schema
+from serving.request import RequestError, parse_request
+from serving.settings import Settings
+from serving.store import ModelStore, Refresh
+
+log = logging.getLogger("serving")
+
+ROUTES = ("/v1/score", "/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json")
+
+
+def error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message, "reason": reason}, status_code=status, headers=headers)
+
+
+class HttpMetrics:
+    """ASGI middleware: requests by route / method / status class and HTTP latency (a plain ASGI
+    wrapper: Starlette's BaseHTTPMiddleware would cost more than a small request's scoring)."""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_record(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.requests.labels(route, scope["method"], f"{status // 100}xx").inc()
+            self.metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (declared or streamed) before it is all read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "body_too_large", f"the body has {int(declared):,} bytes; this server takes at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "body_too_large", f"the body exceeds this server's limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    metrics = ServerMetrics()
+    store = ModelStore(settings.model)
+
+    async def refresh() -> Refresh:
+        result = await anyio.to_thread.run_sync(store.refresh)
+        if result.changed:
+            metrics.serving(result.version, result.previous)
+            metrics.reloads.labels("loaded").inc()
+        if result.rejected:
+            metrics.reloads.labels("rejected").inc()
+        return result
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(settings.poll_seconds)
+            try:
+                await refresh()
+            except Exception:  # noqa: BLE001 - e.g. the root vanished for a moment; keep serving
+                log.exception("looking for a new model version failed")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        torch.set_num_threads(settings.torch_threads)
+        await refresh()
+        poller = asyncio.create_task(poll()) if settings.poll_seconds > 0 and store.follows_root else None
+        log.info("ready: model %s, %d torch threads", store.current.scorer.version, settings.torch_threads)
+        yield
+        if poller is not None:
+            poller.cancel()
+        metrics.worker_exit()
+
+    app = FastAPI(
+        title="recsys-mtl scoring",
+        version=__version__,
+        description="Multi-task ranking: pCTR, pCVR, pCTCVR, expected watch time and a combined score per candidate.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(HttpMetrics, metrics=metrics)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        metrics.errors.labels(exc.reason).inc()
+        return error(exc.status, exc.reason, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        metrics.errors.labels(reason).inc()
+        return error(exc.status_code, reason, f"{exc.detail}: {request.method} {request.url.path} (routes: see /docs)")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        metrics.errors.labels("internal").inc()
+        return error(500, "internal", "internal error; it is logged on the server")
+
+    @app.post(
+        "/v1/score",
+        summary="Score a user's candidates",
+        openapi_extra={"requestBody": request_body_schema(settings.model, settings.max_candidates)},
+        responses=ERROR_RESPONSES,
+    )
+    async def score(request: Request) -> Response:
+        body = await read_body(request, settings.max_body_bytes)
+        served = store.current  # this request finishes on this model, whatever a reload does meanwhile
+        scorer = served.scorer
+        parsed = parse_request(body, served.rules, settings.max_candidates)
+        request_id = parsed.request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
+        n = parsed.num_candidates
+        started = time.perf_counter()
+        shared = scorer.encode(parsed.shared, parsed.shared_names)  # once per request, not per candidate
+        encoded = {**repeat_rows(shared, n), **scorer.encode(parsed.candidates, parsed.candidate_names)}
+        encoded_at = time.perf_counter()
+        outputs = {name: value.numpy() for name, value in scorer.forward(encoded, n).items()}
+        done = time.perf_counter()
+        metrics.model_latency.labels("features").observe(encoded_at - started)
+        metrics.model_latency.labels("forward").observe(done - encoded_at)
+        metrics.candidates.observe(n)
+        metrics.observe_outputs(outputs)
+        names = list(outputs)
+        rows = zip(*(outputs[name].tolist() for name in names), strict=True)
+        payload: dict[str, Any] = {
+            "request_id": request_id,
+            "model_version": scorer.version,
+            "scores": [dict(zip(names, row, strict=True)) for row in rows],
+        }
+        return Response(orjson.dumps(payload), media_type="application/json", headers={"x-request-id": request_id})
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", summary="Readiness: a model is loaded and warmed")
+    async def readyz() -> Response:
+        if store.current is None:
+            return error(503, "not_ready", "no model loaded yet")
+        return JSONResponse({"status": "ready", "model_version": store.current.scorer.version})
+
+    @app.get("/metrics", summary="Prometheus metrics (all workers)")
+    async def prometheus() -> Response:
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
+
+    @app.post("/admin/reload", summary="Switch to the newest complete model version now (bearer token)")
+    async def reload(request: Request) -> Response:
+        if settings.admin_token is None:
+            raise RequestError(403, "admin_disabled", "admin routes are disabled: start the server with RECSYS_MTL_ADMIN_TOKEN set")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            metrics.errors.labels("unauthenticated").inc()
+            return error(401, "unauthenticated", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+            raise RequestError(403, "forbidden", "the bearer token is not the admin token")
+        result = await refresh()
+        if result.rejected and not result.changed:
+            raise RequestError(409, "version_rejected", f"{result.rejected}; still serving {result.version}")
+        return JSONResponse(
+            {"model_version": result.version, "changed": result.changed, "previous": result.previous, "rejected": result.rejected}
+        )
+
+    return app
