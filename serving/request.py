@@ -113,6 +113,8 @@ def _value_problem(rule: FeatureRule, value: Any) -> str | None:
         elif type(v) is str:
             if rule.id_type == "int":
                 return "a string id for a feature trained on integer ids"
+        elif type(v) is float and abs(v) >= 2**63:  # JSON integers past 64 bits arrive as floats
+            return "an integer id outside the 64-bit range (send it as a string if training had string ids)"
         elif not (v is None and rule.kind == "multi_hot"):
             return "not an id"
     return None
@@ -140,6 +142,12 @@ def _column(rule: FeatureRule, values: list[Any], where: list[str]) -> pa.Array:
     if ok:
         if rule.kind == "dense":
             return array.cast(pa.float64())
+        # all-null values (or only empty lists) carry no id type yet: give them the feature's
+        id_type = pa.string() if rule.id_type == "string" else pa.int64()
+        if pa.types.is_null(t):
+            return pa.nulls(len(values), pa.list_(id_type) if rule.kind == "multi_hot" else id_type)
+        if rule.kind == "multi_hot" and pa.types.is_null(t.value_type):
+            return array.cast(pa.list_(id_type))
         return array
     for value, place in zip(values, where, strict=True):
         problem = _value_problem(rule, value)
