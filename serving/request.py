@@ -10,6 +10,7 @@ once and repeated for the C candidates; per-candidate features form a C-row tabl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import pyarrow as pa
 from recsys_mtl.config import Config, DenseFeature, MultiHotFeature
 
 TOP_LEVEL = ("request_id", "user", "context", "candidates")
+_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")
 
 
 class RequestError(Exception):
@@ -141,7 +143,7 @@ def _column(rule: FeatureRule, values: list[Any], where: list[str]) -> pa.Array:
                 ok = rule.id_type != "int"
     if ok:
         if rule.kind == "dense":
-            return array.cast(pa.float64())
+            return array.cast(pa.float64(), safe=False)  # large integers round, as float(x) would
         # all-null values (or only empty lists) carry no id type yet: give them the feature's
         id_type = pa.string() if rule.id_type == "string" else pa.int64()
         if pa.types.is_null(t):
@@ -185,8 +187,14 @@ def parse_request(body: bytes, rules: dict[str, FeatureRule], max_candidates: in
     if unknown:
         raise RequestError(422, "unknown_field", f"unknown top-level field(s) {unknown}; allowed: {list(TOP_LEVEL)}")
     request_id = obj.get("request_id")
-    if request_id is not None and type(request_id) not in (str, int):
-        raise RequestError(422, "bad_request_id", f"request_id must be a string, got {_describe(request_id)}")
+    if type(request_id) is int:
+        request_id = str(request_id)
+    if request_id is not None and (type(request_id) is not str or not _REQUEST_ID.fullmatch(request_id)):
+        raise RequestError(
+            422, "bad_request_id",
+            f"request_id must be 1 to 128 printable ASCII characters (it is echoed in the X-Request-ID header), "
+            f"got {_describe(request_id)}",
+        )
     user, context = _object(obj.get("user"), "user"), _object(obj.get("context"), "context")
     candidates = obj.get("candidates")
     if type(candidates) is not list:
@@ -229,7 +237,7 @@ def parse_request(body: bytes, rules: dict[str, FeatureRule], max_candidates: in
             place = "user" if name in user else "context"
             shared_cols[rule.column] = _column(rule, [shared.get(name)], [place])
     return ScoreRequest(
-        None if request_id is None else str(request_id),
+        request_id,
         pa.table(shared_cols) if shared_cols else pa.table({"_": [None]}),
         pa.table(candidate_cols) if candidate_cols else pa.table({"_": [None] * len(candidates)}),
         [n for n in rules if n not in candidate_keys],

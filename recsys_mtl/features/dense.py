@@ -58,7 +58,8 @@ class _Running:
 
 def raw_values(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """A dense column as float64 with a mask of usable values. ``[N] -> ([N] float64, [N] bool)``."""
-    x = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)  # nulls become NaN
+    # unsafe: integers past 2**53 round to the nearest double instead of failing the cast
+    x = pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # nulls become NaN
     return x, np.isfinite(x)
 
 

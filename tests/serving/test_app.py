@@ -94,6 +94,9 @@ def test_out_of_range_ids_map_like_training(client, small_data):
         scores[label] = response.json()["scores"][0]
     # identity ids outside the table go to the reserved bucket 0, as a null does (and as in training)
     assert scores["huge"] == scores["negative"] == scores["max"] == scores["null"] != scores["valid"]
+    request = one_request(small_data, candidates=1)
+    request["user"]["user_activity"] = 2**53 + 1  # an integer a double cannot hold exactly: rounded
+    assert post(client, request).status_code == 200
 
 
 BIG = {"candidates": [{"item_id": 1, "price": 1.0}] * 65}
@@ -124,6 +127,7 @@ BIG = {"candidates": [{"item_id": 1, "price": 1.0}] * 65}
         ({"user": [1], "candidates": [{"item_id": 1}]}, 422, "bad_request_shape", "user must be an object"),
         ({"candidates": [7]}, 422, "bad_request_shape", "candidates[0]"),
         ({"request_id": {"a": 1}, "candidates": [{"item_id": 1}]}, 422, "bad_request_id", "request_id"),
+        ({"request_id": "r\u00e9-1", "candidates": [{"item_id": 1}]}, 422, "bad_request_id", "printable ASCII"),
     ],
 )
 def test_bad_input_gets_a_4xx_that_says_what_is_wrong(client, body, status, reason, says):
