@@ -9,6 +9,7 @@ worker keeps torch's threads from competing (concurrency comes from workers).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import time
@@ -107,6 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         torch.set_num_threads(settings.torch_threads)
         await refresh()
+        # the model and the libraries are long-lived: keep the collector from rescanning them (p99)
+        gc.collect()
+        gc.freeze()
         poller = asyncio.create_task(poll()) if settings.poll_seconds > 0 and store.follows_root else None
         log.info("ready: model %s, %d torch threads", store.current.scorer.version, settings.torch_threads)
         yield

@@ -122,8 +122,21 @@ def _value_problem(rule: FeatureRule, value: Any) -> str | None:
     return None
 
 
-def _column(rule: FeatureRule, values: list[Any], where: list[str]) -> pa.Array:
-    """One feature's values (one per row) -> an Arrow array of the training column's kind."""
+def _place(where: str, i: int) -> str:
+    return f"candidates[{i}]" if where == "candidates" else where
+
+
+def _column(rule: FeatureRule, values: list[Any], where: str) -> pa.Array:
+    """One feature's values (one per row; ``where``: ``candidates`` or ``user`` / ``context``) -> an
+    Arrow array of the training column's kind. Required features must have no null."""
+    array = _typed_column(rule, values, where)
+    if rule.required and array.null_count:
+        first = next(i for i, v in enumerate(values) if v is None)
+        raise RequestError(422, "missing_feature", f"required feature {rule.name!r} missing in {_place(where, first)}")
+    return array
+
+
+def _typed_column(rule: FeatureRule, values: list[Any], where: str) -> pa.Array:
     try:
         array = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
@@ -151,12 +164,12 @@ def _column(rule: FeatureRule, values: list[Any], where: list[str]) -> pa.Array:
         if rule.kind == "multi_hot" and pa.types.is_null(t.value_type):
             return array.cast(pa.list_(id_type))
         return array
-    for value, place in zip(values, where, strict=True):
+    for i, value in enumerate(values):
         problem = _value_problem(rule, value)
         if problem:
             raise RequestError(
                 422, "bad_feature_value",
-                f"{place}.{rule.name}: {problem} ({_describe(value)}); {rule.name} takes {rule.expected}",
+                f"{_place(where, i)}.{rule.name}: {problem} ({_describe(value)}); {rule.name} takes {rule.expected}",
             )
     if rule.kind == "dense":  # numbers Arrow would not take in one call (e.g. integers past int64)
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
@@ -165,7 +178,7 @@ def _column(rule: FeatureRule, values: list[Any], where: list[str]) -> pa.Array:
         return pa.array(as_text, pa.list_(pa.string()) if rule.kind == "multi_hot" else pa.string())
     raise RequestError(
         422, "mixed_id_types",
-        f"{rule.name} mixes integer and string ids across {where[0].split('[')[0]}; training hashed one kind "
+        f"{rule.name} mixes integer and string ids across {where}; training hashed one kind "
         f"of id per feature: send {rule.expected}",
     )
 
@@ -219,23 +232,19 @@ def parse_request(body: bytes, rules: dict[str, FeatureRule], max_candidates: in
         raise RequestError(
             422, "unknown_feature", f"unknown feature(s) {unknown}; this model's features: {sorted(rules)}"
         )
-    missing = sorted(
-        name for name, rule in rules.items()
-        if rule.required and shared.get(name) is None and any(c.get(name) is None for c in candidates)
-    )
+    missing = sorted(name for name, rule in rules.items() if rule.required and name not in shared and name not in candidate_keys)
     if missing:
         raise RequestError(
-            422, "missing_feature", f"required feature(s) {missing} missing (in user/context, or in every candidate)"
+            422, "missing_feature", f"required feature(s) {missing} missing (give them in user/context, or in every candidate)"
         )
     shared_cols, candidate_cols = {}, {}
     for name, rule in rules.items():
         if name in candidate_keys:
             default = shared.get(name)  # a request-level value fills candidates that do not give one
             values = [c.get(name, default) for c in candidates]
-            candidate_cols[rule.column] = _column(rule, values, [f"candidates[{i}]" for i in range(len(values))])
+            candidate_cols[rule.column] = _column(rule, values, "candidates")
         else:
-            place = "user" if name in user else "context"
-            shared_cols[rule.column] = _column(rule, [shared.get(name)], [place])
+            shared_cols[rule.column] = _column(rule, [shared.get(name)], "user" if name in user else "context")
     return ScoreRequest(
         request_id,
         pa.table(shared_cols) if shared_cols else pa.table({"_": [None]}),

@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-candidates", type=int, default=1000, help="refuse larger candidate lists (413)")
     p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="refuse larger bodies (413)")
     p.add_argument("--poll-seconds", type=float, default=10.0, help="look for a new version this often (0: on /admin/reload only)")
+    p.add_argument("--torch-threads", type=int, default=None, help="intra-op threads per worker (default: half its share of the cores)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: metrics count them)")
     p.set_defaults(run=run)
 
@@ -27,12 +28,15 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from recsys_mtl.export.artifact import resolve_model_path
+    from serving.protocol import NoDelayHttpToolsProtocol
 
     resolve_model_path(args.model)  # fail here, with the reason, rather than in every worker
     env = {
         "MODEL": str(args.model.resolve()), "WORKERS": args.workers, "MAX_CANDIDATES": args.max_candidates,
         "MAX_BODY_BYTES": args.max_body_bytes, "POLL_SECONDS": args.poll_seconds,
     }
+    if args.torch_threads is not None:
+        env["TORCH_THREADS"] = args.torch_threads
     for key, value in env.items():
         os.environ[f"RECSYS_MTL_{key}"] = str(value)
     metrics_dir = None
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         uvicorn.run(
             "serving.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
             access_log=args.access_log, log_config=log_config, timeout_graceful_shutdown=10,
+            http=NoDelayHttpToolsProtocol, loop="uvloop",
         )
     finally:
         if metrics_dir:

@@ -116,6 +116,8 @@ BIG = {"candidates": [{"item_id": 1, "price": 1.0}] * 65}
         ({"candidates": [{"item_id": 1, "colour": "red"}]}, 422, "unknown_feature", "['colour']"),
         ({"candidates": [{"item_id": 1}], "users": {}}, 422, "unknown_field", "['users']"),
         ({"candidates": [{"price": 3.0}]}, 422, "missing_feature", "['item_id']"),
+        ({"candidates": [{"item_id": 4}, {"price": 3.0}]}, 422, "missing_feature", "'item_id' missing in candidates[1]"),
+        ({"user": {"item_id": None}, "candidates": [{}]}, 422, "missing_feature", "'item_id' missing in user"),
         ({"candidates": [{"item_id": 1}, {"item_id": "abc"}]}, 422, "bad_feature_value", "candidates[1].item_id"),
         ({"candidates": [{"item_id": 1.5}]}, 422, "bad_feature_value", "not an id"),
         ({"candidates": [{"item_id": True}]}, 422, "bad_feature_value", "boolean"),
