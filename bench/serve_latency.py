@@ -4,8 +4,10 @@ For 1 and 2 uvicorn workers, 100 and 500 candidates per request and 1 and 8 conc
 a bounded closed-loop load generator (bench/loadgen.py) sends the same request N times and reports
 p50/p99 latency and requests/s. Beside each row: the model's forward time for the same batch in this
 process (encoded features -> network -> outputs and score, with the thread count a worker uses), and
-the whole in-process path (JSON parse, validation, encoding, forward). `server/forward` is the
-server's p50 over the forward's p50. The load generator shares the machine's cores with the server.
+the whole in-process path (JSON parse, validation, encoding, forward, JSON response). `server` is the
+server's own time per request (its Server-Timing header: body read to response bytes), `server/fwd`
+its p50 over the forward's p50, `client/fwd` the same for the latency the client sees (which adds
+loopback TCP and HTTP framing). The load generator shares the machine's cores with the server.
 
     python bench/serve_latency.py [--model MODEL_ROOT] [--data TEST_DIR] [--requests 400]
 
@@ -131,8 +133,8 @@ def main() -> None:
     # the in-process reference runs with the thread count a server worker uses
     reference = {w: in_process(args.model, bodies, default_torch_threads(w), 300) for w in args.workers}
     header = (
-        f"{'workers':>7} {'cands':>5} {'conns':>5} | {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} | "
-        f"{'fwd p50':>7} {'fwd p99':>7} {'path p50':>8} | {'server/forward':>14}"
+        f"{'workers':>7} {'cands':>5} {'conns':>5} | {'p50 ms':>7} {'p99 ms':>7} {'req/s':>6} | {'server p50':>10} | "
+        f"{'fwd p50':>7} {'fwd p99':>7} {'path p50':>8} | {'server/fwd':>10} {'client/fwd':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -148,10 +150,11 @@ def main() -> None:
                             raise RuntimeError(f"{result.failures} failed requests")
                         fwd50, fwd99 = reference[workers][n]["forward"]
                         whole50 = reference[workers][n]["whole"][0]
-                        p50 = result.percentile_ms(50)
+                        p50, server50 = result.percentile_ms(50), float(np.percentile(result.server_ms, 50))
                         print(
                             f"{workers:>7} {n:>5} {conns:>5} | {p50:>7.2f} {result.percentile_ms(99):>7.2f} "
-                            f"{result.requests_per_s:>7.0f} | {fwd50:>7.2f} {fwd99:>7.2f} {whole50:>8.2f} | {p50 / fwd50:>13.2f}x"
+                            f"{result.requests_per_s:>6.0f} | {server50:>10.2f} | {fwd50:>7.2f} {fwd99:>7.2f} {whole50:>8.2f} | "
+                            f"{server50 / fwd50:>9.2f}x {p50 / fwd50:>9.2f}x"
                         )
             finally:
                 proc.terminate()

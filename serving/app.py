@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     async def score(request: Request) -> Response:
+        received = time.perf_counter()
         body = await read_body(request, settings.max_body_bytes)
         served = store.current  # this request finishes on this model, whatever a reload does meanwhile
         scorer = served.scorer
@@ -174,7 +175,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "model_version": scorer.version,
             "scores": [dict(zip(names, row, strict=True)) for row in rows],
         }
-        return Response(orjson.dumps(payload), media_type="application/json", headers={"x-request-id": request_id})
+        content = orjson.dumps(payload)
+        timing = (
+            f"parse;dur={(started - received) * 1e3:.3f}, features;dur={(encoded_at - started) * 1e3:.3f}, "
+            f"forward;dur={(done - encoded_at) * 1e3:.3f}, total;dur={(time.perf_counter() - received) * 1e3:.3f}"
+        )
+        headers = {"x-request-id": request_id, "server-timing": timing}
+        return Response(content, media_type="application/json", headers=headers)
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

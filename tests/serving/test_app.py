@@ -56,6 +56,8 @@ def test_server_scores_equal_batch_scores_of_the_same_rows(client, model_root, s
         body = response.json()
         assert body["model_version"] == "v1" and body["request_id"] == f"r{start}"
         assert response.headers["x-request-id"] == f"r{start}"
+        timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+        assert set(timing) == {"parse", "features", "forward", "total"} and float(timing["total"]) > 0
         for name in ("pctr", "pcvr", "pctcvr", "watch_time", "score"):
             online = np.array([s[name] for s in body["scores"]])
             expected = offline.column(name).to_numpy()[start : start + GROUP]
