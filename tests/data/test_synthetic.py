@@ -140,9 +140,17 @@ def test_config_yaml_matches_feature_config(small: tuple[Path, GenerateSummary])
             "id_map": "identity",
             "pooling": "mean",
             "max_length": SMALL.max_hist_len,
+            "side": "user",
         }
     ]
     assert [f["name"] for f in loaded["features"]["dense"]] == DENSE
+    # serving: every feature placed on a side; the item id is what a candidate must give
+    features = [f for kind in ("sparse", "multi_hot", "dense") for f in loaded["features"][kind]]
+    assert {f["name"]: f["side"] for f in features if f["side"] != "item"} == {
+        "user_id": "user", "user_city": "user", "user_age": "user", "hist_categories": "user",
+        "user_activity": "user", "device": "context", "hour": "context",
+    }
+    assert [f["name"] for f in features if f.get("required")] == ["item_id"]
     assert loaded["labels"] == {"click": "click", "conversion": "conversion", "watch_time": "watch_time"}
     assert loaded["group_key"] == "user_id"
 

@@ -11,7 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
 
-from recsys_mtl.export.artifact import META, WEIGHTS, ArtifactError, load_artifact, newest_version, read_metadata, verify
+from recsys_mtl.export.artifact import (
+    META,
+    WEIGHTS,
+    ArtifactError,
+    load_artifact,
+    newest_version,
+    read_metadata,
+    verify,
+)
 from recsys_mtl.export.quantize import quantize_embeddings_int8
 from recsys_mtl.export.scorer import load_scorer
 from tests.train.conftest import check, cli

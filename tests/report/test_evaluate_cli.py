@@ -15,7 +15,6 @@ from tests.conftest import SMALL_MODEL
 from tests.train.conftest import check, cli, evaluate_unsharded
 
 
-
 @pytest.fixture(scope="module")
 def runs(small_config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
