@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -30,6 +29,12 @@ def run(args: argparse.Namespace) -> int:
         sample_rows=args.sample_rows, overrides=args.overrides,
     )
     print(f"model version {meta['version']} -> {path}")
+    source, metrics = meta["source"], meta["metrics"]
+    print(f"  from {source['run']} {source['checkpoint']} (written by {source['world_size']} rank(s))")
+    if metrics is not None:
+        ctr = metrics["tasks"].get("ctr", {})
+        auc = f": CTR AUC {ctr['auc']:.4f}" if "auc" in ctr else ""
+        print(f"  metrics from {metrics['source']}{auc}")
     quant = meta["quantization"]
     if quant is not None:
         print(f"int8 embeddings, checked on {quant['rows']:,} held-out rows of {quant['data']}:")
@@ -38,6 +43,4 @@ def run(args: argparse.Namespace) -> int:
             if "auc_change" in entry:
                 line += f"  AUC {entry['auc_float']:.4f} -> {entry['auc_int8']:.4f} ({entry['auc_change']:+.5f})"
             print(line)
-    else:
-        print(json.dumps({"source": meta["source"], "libraries": meta["libraries"]}))
     return 0

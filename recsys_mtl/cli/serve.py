@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     for name in ("serving", "recsys_mtl"):
         log_config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # torch warns once per worker that KeyedJaggedTensor calls is_fx_tracing(); nothing to act on
+    log_config["loggers"]["torch.fx._symbolic_trace"] = {"level": "ERROR"}
     try:
         uvicorn.run(
             "serving.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
