@@ -7,14 +7,15 @@ import os
 from pathlib import Path
 
 from recsys_mtl.cli.common import relaunch
+from recsys_mtl.config import ConfigError
 from recsys_mtl.train.distributed import under_launcher
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="offline evaluation report of a run (HTML, Markdown, JSON, PNG)")
-    p.add_argument("--run", dest="run_dir", type=Path, required=True, help="training run directory (the --out of train)")
+    p.add_argument("--run", dest="run_dir", type=Path, required=True, help="training run directory (the --out of train), or a model version or root (the --out of export)")
     p.add_argument("--data", required=True, help="Parquet directory or file with the same schema as training")
-    p.add_argument("--out", type=Path, default=None, help="report directory (default: RUN/report)")
+    p.add_argument("--out", type=Path, default=None, help="report directory (default: RUN/report for a training run)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: the run's data.batch_size)")
     p.add_argument("--nproc", type=int, default=1, help="local processes, each evaluating its share of the rows")
     p.set_defaults(run=run)
@@ -26,7 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from recsys_mtl.report.evaluate import evaluate_run, headline
     from recsys_mtl.train.distributed import init_distributed, shutdown
 
-    out = args.out or args.run_dir / "report"
+    out = args.out
+    if out is None:
+        if not (args.run_dir / "checkpoints").is_dir():
+            raise ConfigError(f"{args.run_dir} is a model, not a training run: pass --out for the report")
+        out = args.run_dir / "report"
     env = init_distributed()
     try:
         report = evaluate_run(args.run_dir, args.data, out, env, args.batch_size)

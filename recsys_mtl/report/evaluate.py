@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from recsys_mtl.config import dump_config
+from recsys_mtl.config import Config, dump_config
 from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.data.synthetic import ORACLE_COLUMNS
+from recsys_mtl.export.artifact import META, load_artifact
+from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.metrics.task_streams import TaskStreams
 from recsys_mtl.progress import Progress
 from recsys_mtl.report.render import write_report
+from recsys_mtl.tasks.heads import TaskSpec
 from recsys_mtl.train.distributed import DistEnv
 from recsys_mtl.train.evaluate import batch_columns
 from recsys_mtl.train.run_dir import load_run
@@ -28,12 +33,36 @@ from recsys_mtl.train.run_dir import load_run
 log = logging.getLogger("recsys_mtl.evaluate")
 
 
+@dataclass
+class Evaluated:
+    """What a report needs of the model it evaluates: a training run's latest checkpoint, or an
+    exported model version (e.g. the published one a promotion gate compares against)."""
+
+    config: Config
+    stats: DenseStats
+    model: nn.Module
+    tasks: list[TaskSpec]
+    checkpoint: str  # the checkpoint, or the model version
+    train_log: list[dict[str, Any]]
+    plan: list[dict[str, Any]] | None
+
+
+def load_evaluated(path: Path) -> Evaluated:
+    """A training run directory, or a model version / model root (the newest version)."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir() and not (path / META).is_file():
+        run = load_run(path)
+        return Evaluated(run.config, run.stats, run.module.model, run.module.tasks, run.checkpoint.name, run.train_log(), run.plan())
+    artifact = load_artifact(path)
+    return Evaluated(artifact.config, artifact.stats, artifact.model, artifact.tasks, artifact.version, [], None)
+
+
 @torch.no_grad()
 def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_size: int | None = None) -> dict[str, Any]:
-    """Evaluate the run's latest checkpoint on ``data``; rank 0 writes the report to ``out`` (when
-    given). Returns the report dict on every rank."""
-    loaded = load_run(run)
-    config, tasks = loaded.config, loaded.module.tasks
+    """Evaluate ``run`` (a run's latest checkpoint, or a model version) on ``data``; rank 0 writes the
+    report to ``out`` (when given). Returns the report dict on every rank."""
+    loaded = load_evaluated(run)
+    config, tasks = loaded.config, loaded.tasks
     source = ParquetSource(data)
     names = set(source.schemas[source.files[0]].names)
     oracle = [c for c in ORACLE_COLUMNS if c in names]
@@ -46,7 +75,7 @@ def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_siz
     progress = Progress(len(reader) * reader.batch_size, "evaluate", "rows", enabled=env.is_main)
     rows = 0
     for batch in reader:
-        logits = loaded.module.model(batch.sparse, batch.dense)
+        logits = loaded.model(batch.sparse, batch.dense)
         cols = {k: v.numpy() for k, v in batch_columns(tasks, batch, logits).items()}
         if streams is None:
             streams = TaskStreams(tasks, set(cols), groups=config.group_key is not None)
@@ -65,7 +94,7 @@ def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_siz
     report = {
         "run": str(Path(run).resolve()),
         "data": str(data),
-        "checkpoint": loaded.checkpoint.name,
+        "checkpoint": loaded.checkpoint,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rows": int(total_rows.item()),
         "world_size": env.world_size,
@@ -74,7 +103,7 @@ def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_siz
         "data_quality": quality.to_dict(),
     }
     if env.is_main and out is not None:
-        write_report(Path(out), report, loaded.train_log(), dump_config(config), loaded.plan())
+        write_report(Path(out), report, loaded.train_log, dump_config(config), loaded.plan)
         log.info("report written to %s", out)
     return report
 

@@ -102,3 +102,13 @@ def test_export_overrides_only_the_ranking_formula(small_run, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
     missing = cli("export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path))
     assert missing.returncode == 2 and "not a training run directory" in missing.stderr
+
+
+def test_an_exported_model_evaluates_like_its_run(small_run, model_root, small_data, tmp_path):
+    for name, source in (("run", small_run), ("model", model_root)):
+        check(cli("evaluate", "--run", str(source), "--data", str(small_data / "test"), "--out", str(tmp_path / name)))
+    run, model = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("run", "model"))
+    assert model["checkpoint"] == "v1" and model["rows"] == run["rows"]
+    assert model["tasks"] == run["tasks"]
+    no_out = cli("evaluate", "--run", str(model_root), "--data", str(small_data / "test"))
+    assert no_out.returncode == 2 and "pass --out" in no_out.stderr
