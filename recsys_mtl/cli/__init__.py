@@ -6,11 +6,22 @@ import argparse
 import logging
 import sys
 
-from recsys_mtl.cli import compare, config_cmd, evaluate, export, generate, score, serve, train, validate_data
+from recsys_mtl.cli import (
+    compare,
+    config_cmd,
+    evaluate,
+    export,
+    generate,
+    pipeline,
+    score,
+    serve,
+    train,
+    validate_data,
+)
 from recsys_mtl.config import ConfigError
 from recsys_mtl.errors import DataError
 
-COMMANDS = (generate, validate_data, train, evaluate, compare, export, score, serve, config_cmd)
+COMMANDS = (generate, validate_data, train, evaluate, compare, export, score, serve, pipeline, config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # force: importing torch has already given the root logger a WARNING handler, which would
+    # otherwise swallow every INFO line (progress, stage and checkpoint messages)
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
     # torch warns once that torchrec's KeyedJaggedTensor calls is_fx_tracing(); nothing a user can act on
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)

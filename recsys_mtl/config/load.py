@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from recsys_mtl.config.schema import Config
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -101,13 +103,13 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def _format_errors(exc: ValidationError, source: str, schema: type[BaseModel] = Config) -> str:
     lines = [f"invalid config {source}:"]
     for err in exc.errors():
         loc = err["loc"]
         key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(Config, loc[:-1])
+            allowed = _allowed_keys(schema, loc[:-1])
             lines.append(f"  {key}: unknown key; allowed here: {', '.join(allowed)}")
         else:
             got = err.get("input")
@@ -116,12 +118,31 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def validate_section(schema: type[M], raw: Mapping[str, Any], source: str = "<dict>") -> M:
+    """Validate a raw dict into a frozen ``schema`` instance; ``ConfigError`` lists every problem."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, schema)) from None
+
+
 def validate_config(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Validate a raw dict into a frozen ``Config``; ``ConfigError`` lists every problem."""
+    return validate_section(Config, raw, source)
+
+
+def read_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; ``ConfigError`` names the file otherwise."""
     try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        where = f" (base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    return raw
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,15 +159,7 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 def _read_raw(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """One YAML file as a dict with its data paths resolved against its own directory; a ``base:``
     key names a config (relative to this file) that this one overlays."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        where = f" (base of {chain[-1]})" if chain else ""
-        raise ConfigError(f"config file not found: {path}{where}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    raw = read_mapping(path, chain)
     _resolve_data_paths(raw, path.parent.resolve())
     base = raw.pop("base", None)
     if base is None:
