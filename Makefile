@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEMO   ?= demo
 ROWS   ?= 200000
 
 .PHONY: setup demo test bench experiments lint clean
@@ -20,11 +19,10 @@ $(STAMP): pyproject.toml requirements/torch-cpu.txt requirements/runtime.txt req
 	$(BIN)/python -c "import recsys_mtl; print('recsys-mtl', recsys_mtl.__version__, 'installed; fbgemm ops load')"
 	touch $(STAMP)
 
+# the whole loop: pipeline (generate, validate, train on 2 processes, evaluate, gate, export, publish),
+# then the server on the published model and one scored request; re-runs skip the done stages
 demo: $(STAMP)
-	$(BIN)/recsys-mtl generate --out $(DEMO)/data --rows $(ROWS) --overwrite
-	$(BIN)/recsys-mtl validate-data --config $(DEMO)/data/config.yaml --out $(DEMO)/validate
-	rm -rf $(DEMO)/run
-	$(BIN)/recsys-mtl --log-level WARNING train --config $(DEMO)/data/config.yaml --out $(DEMO)/run --nproc 2
+	$(BIN)/python pipelines/demo.py --rows $(ROWS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -44,4 +42,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check recsys_mtl serving pipelines bench tests
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache *.egg-info
