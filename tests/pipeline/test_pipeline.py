@@ -114,3 +114,10 @@ def test_pipeline_configs_are_validated_with_named_keys(tmp_path):
     assert result.returncode == 2 and "training.nprocs: unknown key" in result.stderr
     loaded = load_pipeline_config(ROOT / "pipelines" / "configs" / "demo.yaml")
     assert loaded.publish.model_root == str((ROOT / "demo" / "models").resolve())
+
+
+def test_the_cluster_pipeline_config_is_the_one_kustomize_mounts():
+    shipped = yaml.safe_load((ROOT / "pipelines" / "configs" / "cluster.yaml").read_text())
+    mounted = yaml.safe_load((ROOT / "deploy" / "base" / "pipeline.yaml").read_text())
+    assert shipped == mounted
+    assert load_pipeline_config(ROOT / "pipelines" / "configs" / "cluster.yaml").publish.model_root == "/data/models"
