@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ROWS   ?= 200000
 
-.PHONY: setup demo test bench experiments lint clean
+.PHONY: setup demo test bench bench-peers experiments lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/reader_throughput.py
 	$(BIN)/python bench/generator_speed.py
 	$(BIN)/python bench/train_throughput.py
+
+# recsys-mtl beside DeepCTR-Torch and torch-rechub (optional extra, installed --no-deps next to the pinned torch)
+bench-peers: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements/peers.txt
+	$(BIN)/python bench/peers/run.py
 
 # paper reproductions; each rewrites its section of docs/experiments.md and its plots
 experiments: $(STAMP)

@@ -192,6 +192,12 @@ class ModelConfig(Section):
     tower_dims: Dims = (64,)
     activation: Literal["relu", "gelu", "silu"] = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="compute dtype of the backbone (experts, gates, shared layers: most of the FLOPs), in "
+        "training and serving; weights, embeddings, towers and losses stay float32. auto: bf16 where the "
+        "hardware runs it natively (CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), else fp32",
+    )
 
 
 class TaskConfig(Section):

@@ -109,6 +109,9 @@ class DenseStats:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+_F32 = np.finfo(np.float32)
+
+
 def needs_stats(feature: DenseFeature) -> bool:
     """Whether the feature's transform or fill depends on train statistics."""
     return feature.transform == "standardize" or feature.fill == "mean"
@@ -119,12 +122,14 @@ def transform(feature: DenseFeature, x: np.ndarray, stat: DenseStat | None) -> n
 
     ``x`` must already have its null / non-finite entries set to the fill value.
     """
-    if feature.transform == "log1p":
-        x = np.sign(x) * np.log1p(np.abs(x))
-    elif feature.transform == "standardize":
-        assert stat is not None
-        x = (x - stat.mean) / (stat.std if stat.std > 0 else 1.0)
-    return x.astype(np.float32)
+    with np.errstate(over="ignore"):  # huge values saturate below, as float32 holds them
+        if feature.transform == "log1p":
+            x = np.sign(x) * np.log1p(np.abs(x))
+        elif feature.transform == "standardize":
+            assert stat is not None
+            x = (x - stat.mean) / (stat.std if stat.std > 0 else 1.0)
+    # saturate at float32's range: an overflow to inf would make every output of the row NaN
+    return np.clip(x, _F32.min, _F32.max).astype(np.float32)
 
 
 def fill_value(feature: DenseFeature, stat: DenseStat | None) -> float:

@@ -40,6 +40,20 @@ def table_configs(config: Config) -> list[EmbeddingBagConfig]:
     return out
 
 
+def native_bf16() -> bool:
+    """Whether this machine runs bf16 matrix products natively (CUDA with bf16, or oneDNN's CPU check)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def compute_dtype(precision: str) -> torch.dtype | None:
+    """``model.precision`` -> the backbone's autocast dtype (None: float32)."""
+    if precision == "bf16" or (precision == "auto" and native_bf16()):
+        return torch.bfloat16
+    return None
+
+
 def build_model(config: Config, device: torch.device | str = "meta") -> MultiTaskModel:
     """The model with its EmbeddingBagCollection on ``device`` ("meta" for DistributedModelParallel;
     "cpu" for an unsharded copy, e.g. to load a checkpoint at any world size)."""
@@ -73,7 +87,7 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
             in_dim, list(m.hidden_dims), num, lambda i, o: MLP(i, [o], m.activation, m.dropout)
         )
     heads = nn.ModuleDict({name: Tower(backbone.out_dim, m.tower_dims, m.activation, m.dropout) for name in towers})
-    return MultiTaskModel(ebc, dense_arch, backbone, heads, interaction)
+    return MultiTaskModel(ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision))
 
 
 def build_train_module(config: Config, device: torch.device | str = "meta") -> MultiTaskTrainModule:

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from recsys_mtl.config import DenseFeature
-from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.dense import DenseStat, DenseStats, transform
 
 
 def test_streaming_stats_equal_numpy_over_the_whole_column(tmp_path):
@@ -32,3 +32,9 @@ def test_all_missing_column_has_zero_moments():
 def test_numeric_types_are_accepted(dtype):
     table = pa.table({"f": pa.array([1, 0, 1], pa.int8()).cast(dtype)})
     np.testing.assert_allclose(DenseStats.compute([DenseFeature(name="f")], [table])["f"].mean, 2 / 3)
+
+
+def test_values_past_float32_saturate_instead_of_turning_inf():
+    feature = DenseFeature(name="x", transform="standardize")
+    out = transform(feature, np.array([1e308, -1e308, 1.0]), DenseStat(3, 0.0, 1e-3, -1.0, 1.0, 0))
+    assert np.isfinite(out).all() and out[0] == np.finfo(np.float32).max and out[1] == np.finfo(np.float32).min
