@@ -109,3 +109,22 @@ def test_gradnorm_without_a_shared_layer_is_refused_with_the_fix(small_config):
     config = logistic.model_copy(update={"train": logistic.train.model_copy(update={"balancing": BalancingConfig(strategy="gradnorm")})})
     with pytest.raises(ConfigError, match="needs a layer every task reads"):
         build_train_module(config, "cpu")
+
+
+def test_bf16_precision_runs_the_backbone_in_bf16_and_keeps_outputs_close_to_fp32(small_config, batch):
+    torch.manual_seed(0)
+    fp32 = build_model(cfg(small_config, model__precision="fp32"), "cpu").eval()
+    bf16 = build_model(cfg(small_config, model__precision="bf16"), "cpu").eval()
+    bf16.load_state_dict(fp32.state_dict())
+    assert fp32.compute_dtype is None and bf16.compute_dtype is torch.bfloat16
+    seen = {}
+    for name, model in (("fp32", fp32), ("bf16", bf16)):
+        first_linear = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear))
+        first_linear.register_forward_hook(lambda module, args, out, name=name: seen.setdefault(name, out.dtype))
+    with torch.no_grad():
+        a, b = fp32(batch.sparse, batch.dense), bf16(batch.sparse, batch.dense)
+    assert seen == {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for tower in a:
+        assert b[tower].dtype == torch.float32  # the towers read float32
+        torch.testing.assert_close(b[tower], a[tower], atol=0.05, rtol=0.05)
+        assert not torch.equal(b[tower], a[tower])  # bf16 really ran
