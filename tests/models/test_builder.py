@@ -118,9 +118,16 @@ def test_bf16_precision_runs_the_backbone_in_bf16_and_keeps_outputs_close_to_fp3
     bf16.load_state_dict(fp32.state_dict())
     assert fp32.compute_dtype is None and bf16.compute_dtype is torch.bfloat16
     seen = {}
+
+    def record(name):
+        def hook(module, args, out):  # returns None: the output stays as it is
+            seen[name] = out.dtype
+
+        return hook
+
     for name, model in (("fp32", fp32), ("bf16", bf16)):
         first_linear = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear))
-        first_linear.register_forward_hook(lambda module, args, out, name=name: seen.setdefault(name, out.dtype))
+        first_linear.register_forward_hook(record(name))
     with torch.no_grad():
         a, b = fp32(batch.sparse, batch.dense), bf16(batch.sparse, batch.dense)
     assert seen == {"fp32": torch.float32, "bf16": torch.bfloat16}
