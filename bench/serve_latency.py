@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 import torch
+from latency import latency_ms  # bench/latency.py
 from loadgen import run_load  # bench/loadgen.py (this script runs as bench/serve_latency.py)
 
 from recsys_mtl.export.artifact import resolve_model_path
@@ -53,17 +54,6 @@ def prepare_model(work: Path) -> tuple[Path, Path]:
     return work / "models", work / "data" / "test"
 
 
-def timed_ms(fn, repeats: int) -> tuple[float, float]:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
-
-
 def in_process(model: Path, bodies: dict[int, bytes], threads: int, repeats: int) -> dict[int, dict[str, tuple]]:
     """Per candidate count: the forward alone and the whole request path, in this process."""
     torch.set_num_threads(threads)
@@ -86,8 +76,8 @@ def in_process(model: Path, bodies: dict[int, bytes], threads: int, repeats: int
             return orjson.dumps([dict(zip(outputs, row, strict=True)) for row in zip(*(v.tolist() for v in outputs.values()), strict=True)])
 
         out[n] = {
-            "forward": timed_ms(lambda encoded=encoded, n=n: scorer.forward(encoded, n), repeats),
-            "whole": timed_ms(whole, repeats),
+            "forward": latency_ms(lambda encoded=encoded, n=n: scorer.forward(encoded, n), repeats),
+            "whole": latency_ms(whole, repeats),
         }
     return out
 

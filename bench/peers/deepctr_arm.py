@@ -7,7 +7,8 @@ import torch
 from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
 from deepctr_torch.models.multitask import ESMM, MMOE
 from inputs import Split
-from timing import ForwardClock, latency_ms
+from latency import latency_ms  # bench/latency.py
+from timing import ForwardClock
 
 from recsys_mtl.config import Config
 

@@ -7,7 +7,8 @@ import tempfile
 import numpy as np
 import torch
 from inputs import Split
-from timing import ForwardClock, latency_ms
+from latency import latency_ms  # bench/latency.py
+from timing import ForwardClock
 from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
 from torch_rechub.models.multi_task import ESMM, MMOE
 from torch_rechub.trainers import MTLTrainer

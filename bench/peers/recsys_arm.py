@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from timing import latency_ms
+from latency import latency_ms  # bench/latency.py
 
 from recsys_mtl.config import load_config
 from recsys_mtl.export.export import export_run

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: latency.py, shared with serve_latency.py
+
 ARMS = ("deepctr-mmoe", "deepctr-esmm", "rechub-mmoe", "rechub-esmm", "recsys-mtl-mmoe", "recsys-mtl-esmm")
 BATCH, DIM = 512, 16
 

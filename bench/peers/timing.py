@@ -1,12 +1,9 @@
-"""Throughput after warm-up from the start times of a model's forward calls, and forward latency."""
+"""Training throughput after warm-up, from the start times of a model's forward calls."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-import numpy as np
-import torch
 from torch import nn
 
 
@@ -20,18 +17,7 @@ class ForwardClock:
     def samples_per_s(self, batch_size: int, warmup: int = 50) -> float:
         """Batches after the first ``warmup`` ones, over the time from the warm-up's end to the last start."""
         self._handle.remove()
+        if len(self.starts) < warmup + 2:
+            raise ValueError(f"{len(self.starts)} batches, not enough past the {warmup} warm-up ones: use more --rows")
         starts = self.starts[warmup:]
         return (len(starts) - 1) * batch_size / (starts[-1] - starts[0])
-
-
-def latency_ms(fn: Callable[[], object], repeats: int = 200) -> tuple[float, float]:
-    """p50, p99 of ``fn()`` in ms, under inference mode, after 20 warm-up calls."""
-    with torch.inference_mode():
-        for _ in range(20):
-            fn()
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
