@@ -34,8 +34,7 @@ from loadgen import run_load  # bench/loadgen.py (this script runs as bench/serv
 
 from recsys_mtl.export.artifact import resolve_model_path
 from recsys_mtl.export.scorer import load_scorer
-from recsys_mtl.features.processor import repeat_rows
-from serving.request import feature_rules, parse_request
+from serving.request import feature_rules, parse_request, per_candidate
 from serving.rows import request_from_rows
 from serving.settings import default_torch_threads
 
@@ -61,19 +60,12 @@ def in_process(model: Path, bodies: dict[int, bytes], threads: int, repeats: int
     rules = feature_rules(scorer.config, {})
     out = {}
     for n, body in bodies.items():
-        parsed = parse_request(body, rules, 10_000)
+        encoded = parse_request(body, rules, 10_000).encode(scorer)
 
-        def encode(parsed=parsed, n=n):
-            shared = scorer.encode(parsed.shared, parsed.shared_names)
-            return {**repeat_rows(shared, n), **scorer.encode(parsed.candidates, parsed.candidate_names)}
-
-        encoded = encode()
-
-        def whole(body=body, n=n):
-            p = parse_request(body, rules, 10_000)
-            shared = scorer.encode(p.shared, p.shared_names)
-            outputs = scorer.forward({**repeat_rows(shared, n), **scorer.encode(p.candidates, p.candidate_names)}, n)
-            return orjson.dumps([dict(zip(outputs, row, strict=True)) for row in zip(*(v.tolist() for v in outputs.values()), strict=True)])
+        def whole(body=body):
+            parsed = parse_request(body, rules, 10_000)
+            outputs = scorer.forward(parsed.encode(scorer), parsed.num_candidates)
+            return orjson.dumps(per_candidate({k: v.numpy() for k, v in outputs.items()}))
 
         out[n] = {
             "forward": latency_ms(lambda encoded=encoded, n=n: scorer.forward(encoded, n), repeats),

@@ -25,10 +25,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys_mtl import __version__
-from recsys_mtl.features.processor import repeat_rows
 from serving.metrics import ServerMetrics
 from serving.openapi import ERROR_RESPONSES, request_body_schema
-from serving.request import RequestError, parse_request
+from serving.request import RequestError, parse_request, per_candidate
 from serving.settings import Settings
 from serving.store import ModelStore, Refresh
 
@@ -157,24 +156,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scorer = served.scorer
         parsed = parse_request(body, served.rules, settings.max_candidates)
         request_id = parsed.request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
-        n = parsed.num_candidates
         started = time.perf_counter()
-        shared = scorer.encode(parsed.shared, parsed.shared_names)  # once per request, not per candidate
-        encoded = {**repeat_rows(shared, n), **scorer.encode(parsed.candidates, parsed.candidate_names)}
+        encoded = parsed.encode(scorer)
         encoded_at = time.perf_counter()
-        outputs = {name: value.numpy() for name, value in scorer.forward(encoded, n).items()}
+        outputs = {name: value.numpy() for name, value in scorer.forward(encoded, parsed.num_candidates).items()}
         done = time.perf_counter()
         metrics.model_latency.labels("features").observe(encoded_at - started)
         metrics.model_latency.labels("forward").observe(done - encoded_at)
-        metrics.candidates.observe(n)
+        metrics.candidates.observe(parsed.num_candidates)
         metrics.observe_outputs(outputs)
-        names = list(outputs)
-        rows = zip(*(outputs[name].tolist() for name in names), strict=True)
-        payload: dict[str, Any] = {
-            "request_id": request_id,
-            "model_version": scorer.version,
-            "scores": [dict(zip(names, row, strict=True)) for row in rows],
-        }
+        payload: dict[str, Any] = {"request_id": request_id, "model_version": scorer.version, "scores": per_candidate(outputs)}
         content = orjson.dumps(payload)
         timing = (
             f"parse;dur={(started - received) * 1e3:.3f}, features;dur={(encoded_at - started) * 1e3:.3f}, "

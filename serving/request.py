@@ -14,10 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
 from recsys_mtl.config import Config, DenseFeature, MultiHotFeature
+from recsys_mtl.export.scorer import Scorer
+from recsys_mtl.features.processor import Encoded, repeat_rows
 
 TOP_LEVEL = ("request_id", "user", "context", "candidates")
 _REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")
@@ -76,6 +79,18 @@ class ScoreRequest:
     @property
     def num_candidates(self) -> int:
         return self.candidates.num_rows
+
+    def encode(self, scorer: Scorer) -> Encoded:
+        """The model's features for the C candidates: request-level ones encoded once (1 row) and
+        repeated, beside the per-candidate ones."""
+        shared = scorer.encode(self.shared, self.shared_names)
+        return {**repeat_rows(shared, self.num_candidates), **scorer.encode(self.candidates, self.candidate_names)}
+
+
+def per_candidate(outputs: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    """``{output: [C]}`` -> one ``{output: value}`` per candidate, in request order."""
+    names = list(outputs)
+    return [dict(zip(names, row, strict=True)) for row in zip(*(outputs[n].tolist() for n in names), strict=True)]
 
 
 def parse_json(body: bytes) -> Any:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
+from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from recsys_mtl.config import Config, MultiHotFeature
 from recsys_mtl.data.quality import DataQuality
@@ -34,12 +36,9 @@ def load_split(path: str, config: Config, stats: DenseStats) -> Split:
     for f in config.features.id_features:
         column = encoded[f.name]
         if isinstance(f, MultiHotFeature):
+            jagged = JaggedTensor(values=torch.from_numpy(column.values), lengths=torch.from_numpy(column.lengths))
             width = f.max_length or int(column.lengths.max())
-            padded = np.zeros((len(column.lengths), width), dtype=np.int64)
-            rows = np.repeat(np.arange(len(column.lengths)), column.lengths)
-            positions = np.arange(len(column.values)) - np.repeat(np.cumsum(column.lengths) - column.lengths, column.lengths)
-            padded[rows, positions] = column.values
-            lists[f.name] = padded
+            lists[f.name] = jagged.to_padded_dense(desired_length=width, padding_value=0).numpy()
         else:
             ids[f.name] = column.values.astype(np.int64)
     dense = {f.name: encoded[f.name].astype(np.float32) for f in config.features.dense}

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +137,13 @@ class Pipeline:
             return self.config.training.config
         return self.manifests["generate"]["outputs"]["config"]
 
+    @cached_property
     def _resolved_training_config(self) -> dict[str, Any]:
+        """Read once, when validate first needs it (after generate, whose config it may be)."""
         return config_to_dict(load_config(self._training_config_path(), self.config.training.overrides))
 
     def _eval_data(self) -> str:
-        data = self.config.evaluate.data or self._resolved_training_config()["data"]["eval"]
+        data = self.config.evaluate.data or self._resolved_training_config["data"]["eval"]
         if data is None:
             raise StageFailed("evaluate", "no evaluation data: set evaluate.data, or data.eval in the training config")
         return data
@@ -216,10 +219,9 @@ class Pipeline:
             os.replace(partial, target)  # servers watching the root see the version whole or not at all
             return {"version": source.name, "path": str(target), "copied": True}
 
-        resolved = self._resolved_training_config
         stages += [
-            Stage("validate", lambda: {"config": resolved(), **self._upstream("generate")}, validate),
-            Stage("train", lambda: {"config": resolved(), "nproc": c.training.nproc, **self._upstream("validate")}, train),
+            Stage("validate", lambda: {"config": self._resolved_training_config, **self._upstream("generate")}, validate),
+            Stage("train", lambda: {"config": self._resolved_training_config, "nproc": c.training.nproc, **self._upstream("validate")}, train),
             Stage("evaluate", lambda: {"data": self._eval_data(), **self._upstream("train")}, evaluate),
             # the published model is not an input: this run's decision stands once made (its own publish
             # would otherwise re-open it); --force gate decides again against what is published now
