@@ -21,10 +21,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
@@ -34,6 +32,7 @@ from loadgen import run_load  # bench/loadgen.py (this script runs as bench/serv
 
 from recsys_mtl.export.artifact import resolve_model_path
 from recsys_mtl.export.scorer import load_scorer
+from serving.launch import running_server
 from serving.request import feature_rules, parse_request, per_candidate
 from serving.rows import request_from_rows
 from serving.settings import default_torch_threads
@@ -74,24 +73,6 @@ def in_process(model: Path, bodies: dict[int, bytes], threads: int, repeats: int
     return out
 
 
-def start_server(model: Path, port: int, workers: int, log) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "recsys_mtl", "serve", "--model", str(model), "--port", str(port),
-           "--workers", str(workers), "--poll-seconds", "0"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("server not ready after 180 s")
-        time.sleep(0.2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model root or version (default: prepare one)")
@@ -121,26 +102,23 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for workers in args.workers:
-        with open(work / f"server-{workers}.log", "w") as log:
-            proc = start_server(args.model, args.port, workers, log)
-            try:
-                for n in args.candidates:
-                    for conns in args.connections:
-                        run_load("127.0.0.1", args.port, "/v1/score", bodies[n], 50, conns)  # warm-up
-                        result = run_load("127.0.0.1", args.port, "/v1/score", bodies[n], args.requests, conns)
-                        if result.failures:
-                            raise RuntimeError(f"{result.failures} failed requests")
-                        fwd50, fwd99 = reference[workers][n]["forward"]
-                        whole50 = reference[workers][n]["whole"][0]
-                        p50, server50 = result.percentile_ms(50), float(np.percentile(result.server_ms, 50))
-                        print(
-                            f"{workers:>7} {n:>5} {conns:>5} | {p50:>7.2f} {result.percentile_ms(99):>7.2f} "
-                            f"{result.requests_per_s:>6.0f} | {server50:>10.2f} | {fwd50:>7.2f} {fwd99:>7.2f} {whole50:>8.2f} | "
-                            f"{server50 / fwd50:>9.2f}x {p50 / fwd50:>9.2f}x"
-                        )
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+        server = running_server(args.model, "--workers", str(workers), "--poll-seconds", "0", port=args.port,
+                                log=work / f"server-{workers}.log")
+        with server:
+            for n in args.candidates:
+                for conns in args.connections:
+                    run_load("127.0.0.1", args.port, "/v1/score", bodies[n], 50, conns)  # warm-up
+                    result = run_load("127.0.0.1", args.port, "/v1/score", bodies[n], args.requests, conns)
+                    if result.failures:
+                        raise RuntimeError(f"{result.failures} failed requests")
+                    fwd50, fwd99 = reference[workers][n]["forward"]
+                    whole50 = reference[workers][n]["whole"][0]
+                    p50, server50 = result.percentile_ms(50), float(np.percentile(result.server_ms, 50))
+                    print(
+                        f"{workers:>7} {n:>5} {conns:>5} | {p50:>7.2f} {result.percentile_ms(99):>7.2f} "
+                        f"{result.requests_per_s:>6.0f} | {server50:>10.2f} | {fwd50:>7.2f} {fwd99:>7.2f} {whole50:>8.2f} | "
+                        f"{server50 / fwd50:>9.2f}x {p50 / fwd50:>9.2f}x"
+                    )
 
 
 if __name__ == "__main__":

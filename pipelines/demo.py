@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import pyarrow.parquet as pq
 
 from recsys_mtl.config import load_config
+from serving.launch import free_port, running_server
 from serving.rows import request_from_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,37 +53,15 @@ def headline_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def manifest(stage: str) -> dict:
     return json.loads((WORK / stage / "manifest.json").read_text())
 
 
 def serve_and_score(model_root: Path, config_path: Path, port: int) -> None:
     say(f"starting `recsys-mtl serve --model {model_root.relative_to(ROOT)} --port {port}`")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "recsys_mtl", "serve", "--model", str(model_root), "--port", str(port)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited with {server.returncode}; run the serve command above to see why")
-            try:
-                ready = httpx.get(url + "/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready within 120 s")
-            time.sleep(0.3)
+    # ServerNotReady names what went wrong; rerun the serve command above to see the server's output
+    with running_server(model_root, port=port, timeout=120) as url:
+        ready = httpx.get(url + "/readyz")
         print(f"ready: {ready.json()}")
         config = load_config(config_path)
         request = request_from_rows(pq.read_table(config.data.eval).slice(0, 3), config, "demo-1")
@@ -97,10 +75,7 @@ def serve_and_score(model_root: Path, config_path: Path, port: int) -> None:
             print(f"  candidate {i}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         scored = [line for line in httpx.get(url + "/metrics").text.splitlines() if line.startswith("recsys_http_requests_total")]
         print("\n".join(scored))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        say("server stopped")
+    say("server stopped")
 
 
 def main() -> int:

@@ -7,13 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,43 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_mtl.config import load_config
 from recsys_mtl.export.artifact import META, WEIGHTS
+from serving.launch import running_server
 from serving.rows import request_from_rows
 from tests.serving.conftest import ADMIN_TOKEN
-from tests.train.conftest import ROOT
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(model: Path, log: Path, *args: str) -> Iterator[str]:
-    """``recsys-mtl serve`` in a child process; yields its base URL once /readyz answers."""
-    port = free_port()
-    env = {**os.environ, "RECSYS_MTL_ADMIN_TOKEN": ADMIN_TOKEN}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recsys_mtl", "serve", "--model", str(model), "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"server exited: {log.read_text()[-3000:]}"
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready: {log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+TOKEN = {"RECSYS_MTL_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
 def add_version(root: Path, source: Path, name: str, created: str, truncate: bool = False) -> None:
@@ -126,7 +89,7 @@ def test_admin_reload_switches_versions_without_a_failed_request(model_root, sma
     root = tmp_path / "models"
     root.mkdir()
     add_version(root, model_root / "v1", "v1", "2026-01-01T00:00:00+00:00")
-    with server(root, tmp_path / "server.log", "--poll-seconds", "0") as url, Traffic(url, a_request(small_data)) as traffic:
+    with running_server(root, "--poll-seconds", "0", log=tmp_path / "server.log", env=TOKEN) as url, Traffic(url, a_request(small_data)) as traffic:
         time.sleep(1.0)
         add_version(root, model_root / "v1", "v3", "2026-03-01T00:00:00+00:00", truncate=True)  # newest, broken
         add_version(root, model_root / "v1", "v2", "2026-02-01T00:00:00+00:00")
@@ -154,7 +117,7 @@ def test_two_workers_sum_their_metrics_and_follow_new_versions(model_root, small
     root.mkdir()
     add_version(root, model_root / "v1", "v1", "2026-01-01T00:00:00+00:00")
     body = a_request(small_data)
-    with server(root, tmp_path / "server.log", "--workers", "2", "--poll-seconds", "0.3") as url:
+    with running_server(root, "--workers", "2", "--poll-seconds", "0.3", log=tmp_path / "server.log", env=TOKEN) as url:
         for _ in range(30):  # one connection each, so both workers answer some
             assert httpx.post(url + "/v1/score", json=body).status_code == 200
         scored = samples(url, "recsys_http_requests_total")
