@@ -8,7 +8,7 @@ from recsys_mtl.balancing.gradnorm import GradNorm
 from recsys_mtl.balancing.pcgrad import PCGrad
 from recsys_mtl.balancing.uncertainty import UncertaintyWeighting
 from recsys_mtl.config import BalancingConfig
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec
 
 
 def build_balancer(config: BalancingConfig, tasks: list[TaskSpec], seed: int = 0) -> Balancer:

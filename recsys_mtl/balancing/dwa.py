@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from recsys_mtl.balancing.base import Balancer, SharedParameters, mean_over_ranks
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec
 
 
 def dwa_weights(previous: torch.Tensor, before: torch.Tensor, initial: torch.Tensor, temperature: float) -> torch.Tensor:

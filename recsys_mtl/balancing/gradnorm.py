@@ -25,7 +25,7 @@ import torch
 
 from recsys_mtl.balancing.base import Balancer, SharedParameters, mean_over_ranks
 from recsys_mtl.balancing.gradients import task_gradients
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec
 
 _BETAS = (0.9, 0.999)
 _EPS = 1e-8

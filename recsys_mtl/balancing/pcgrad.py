@@ -20,7 +20,7 @@ import torch
 
 from recsys_mtl.balancing.base import Balancer, SharedParameters, mean_over_ranks
 from recsys_mtl.balancing.gradients import task_gradients
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec
 
 
 def project_conflicting(grads: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:

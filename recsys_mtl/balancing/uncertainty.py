@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from recsys_mtl.balancing.base import Balancer
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec
 
 
 class UncertaintyWeighting(Balancer):

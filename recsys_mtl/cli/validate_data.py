@@ -60,7 +60,8 @@ def format_summary(split: str, s: dict[str, Any]) -> str:
     lines = [
         f"== {split}: {s['rows']:,} rows kept of {q['rows_read']:,} read, {s['batches']:,} batches, "
         f"{s['files']} files, {s['rows_per_s']:,.0f} rows/s",
-        "  labels: " + ", ".join(f"{k} {v:.4g}" for k, v in s["labels"].items()),
+        "  mean label per task (on its space): " + ", ".join(f"{k} {v:.4g}" for k, v in s["labels"].items()),
+        "  loss at initialisation: " + ", ".join(f"{k} {v:.4g}" for k, v in s["loss_at_init"].items()),
         f"  dropped rows: {q['rows_dropped']:,}"
         + (" (" + ", ".join(f"{k}: {v:,}" for k, v in q["dropped_by_reason"].items()) + ")" if q["rows_dropped"] else ""),
     ]
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     results = {split: scan_split(config, split, processor) for split in splits}
     for split, s in results.items():
         print(format_summary(split, s))
+        for warning in s["warnings"]:
+            log.warning("%s split: %s", split, warning)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -114,7 +114,8 @@ def _format_errors(exc: ValidationError, source: str, schema: type[BaseModel] = 
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            lines.append(f"  {key or '<top level>'}: {err['msg']}{shown}")
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key or '<top level>'}: {message}{shown}")
     return "\n".join(lines)
 
 

@@ -7,9 +7,12 @@ mutated; derive a changed config with ``apply_overrides`` / ``model_copy(update=
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from recsys_mtl.config.legacy import legacy_tasks_message
+from recsys_mtl.tasks.graph import TaskSpec, check_task_graph, output_names
 
 
 class Section(BaseModel):
@@ -123,27 +126,6 @@ class FeaturesConfig(Section):
         return (*self.sparse, *self.multi_hot)
 
 
-class LabelsConfig(Section):
-    """Label columns by role. A role set to null is absent (e.g. a CTR-only dataset)."""
-
-    click: str | None = "click"
-    conversion: str | None = None
-    watch_time: str | None = None
-
-    @model_validator(mode="after")
-    def _funnel(self) -> LabelsConfig:
-        if not any((self.click, self.conversion, self.watch_time)):
-            raise ValueError("at least one of click / conversion / watch_time must name a column")
-        if self.conversion and not self.click:
-            raise ValueError("conversion needs click: conversions are only possible on clicked rows (ESMM funnel)")
-        return self
-
-    def columns(self) -> dict[str, str]:
-        """``{role: column}`` for the roles that are present."""
-        roles = {"click": self.click, "conversion": self.conversion, "watch_time": self.watch_time}
-        return {role: col for role, col in roles.items() if col}
-
-
 class DataConfig(Section):
     """Where the Parquet data lives and how it is read.
 
@@ -200,31 +182,57 @@ class ModelConfig(Section):
     )
 
 
+TaskType = Literal["binary", "regression", "weighted_logistic"]
+
+
 class TaskConfig(Section):
-    """One objective. ``kind``:
+    """One objective (SPEC §2.1, docs/tasks.md): its own tower, loss, outputs and metrics, all
+    following from ``type`` and its place in the task graph (``after`` / ``where``), never its name.
 
-    * ``ctr``: p(click), BCE on all impressions (tower ``ctr``);
-    * ``ctcvr``: ESMM, pCTCVR = pCTR x pCVR, BCE on click-and-convert over all impressions (towers
-      ``ctr`` and ``cvr``; needs a ``ctr`` task);
-    * ``cvr``: the click-only CVR baseline, BCE on conversion over clicked rows only (tower ``cvr``);
-    * ``watch_time``: ``loss: weighted_logistic`` (YouTube: clicked rows weighted by watch time,
-      prediction exp(logit)), ``log1p_mse`` (regression on log1p(T)) or ``mse`` (regression on the
-      seconds themselves: a loss hundreds of times larger than the others, which balancing must
-      handle) (tower ``watch_time``).
+    * ``binary``: BCE, output a probability; ``after: T`` makes it a funnel stage below binary task T
+      (the tower predicts p(self | T); the prediction p(T) x p(self | T) is trained on every row);
+    * ``regression``: squared error on ``transform(scale x label)``, output in the label's units;
+    * ``weighted_logistic``: rows with label > 0 are positives weighted by ``scale x label`` (YouTube
+      WLR), output E[label] = exp(logit) / scale.
 
-    ``weight`` is the task's loss weight: fixed, or the starting point / prior of a balancing strategy.
+    ``where: T`` takes the loss (and metrics) only on rows where T's label is positive.
     """
 
-    name: str = Field(min_length=1)
-    kind: Literal["ctr", "ctcvr", "cvr", "watch_time"]
-    weight: float = Field(default=1.0, ge=0.0)
-    loss: Literal["weighted_logistic", "log1p_mse", "mse"] | None = Field(
-        default=None, description="watch_time only (default weighted_logistic)"
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="names the tower, the outputs, the metrics and the served field",
     )
+    label: str | None = Field(default=None, min_length=1, description="label column (default: name)")
+    type: TaskType = "binary"
+    transform: Literal["none", "log1p"] = Field(default="none", description="regression only")
+    scale: float = Field(
+        default=1.0, gt=0.0,
+        description="regression / weighted_logistic: the label is multiplied by it in the loss (e.g. 0.001 for "
+        "milliseconds -> seconds) so one task's units cannot swamp the others' losses; outputs stay in label units",
+    )
+    after: str | None = Field(default=None, description="binary only: funnel stage below this binary task")
+    where: str | None = Field(default=None, description="loss only on rows where this binary task's label is 1")
+    weight: float = Field(default=1.0, ge=0.0, description="loss weight, or a balancing strategy's start")
+    weight_column: str | None = Field(default=None, min_length=1, description="per-row sample weight column")
 
     @property
-    def watch_loss(self) -> str:
-        return self.loss or "weighted_logistic"
+    def label_column(self) -> str:
+        return self.label or self.name
+
+    @model_validator(mode="after")
+    def _keys_fit_type(self) -> TaskConfig:
+        if self.after is not None and self.type != "binary":
+            raise ValueError(
+                f"task {self.name!r}: after is for binary funnel stages, not type {self.type}; use where: "
+                f"{self.after} to train it on {self.after}'s positive rows"
+            )
+        if self.transform != "none" and self.type != "regression":
+            raise ValueError(f"task {self.name!r}: transform is for regression tasks, not type {self.type}")
+        if self.scale != 1.0 and self.type == "binary":
+            raise ValueError(f"task {self.name!r}: scale is for regression / weighted_logistic tasks, not binary")
+        if self.after is not None and self.after == self.where:
+            raise ValueError(f"task {self.name!r}: after and where both name {self.after!r}; pick one")
+        return self
 
 
 ShardingType = Literal["table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "data_parallel"]
@@ -235,7 +243,7 @@ class BalancingConfig(Section):
 
     * ``fixed``: sum of ``tasks[].weight`` x loss;
     * ``uncertainty``: Kendall et al. (2018), a learned log-variance s per task: exp(-s)·L + s/2 for
-      classification losses, exp(-s)·L/2 + s/2 for regression (``log1p_mse``, ``mse``);
+      classification losses, exp(-s)·L/2 + s/2 for ``regression`` tasks;
     * ``gradnorm``: Chen et al. (2018), weights learned so the tasks' gradient norms at the last shared
       layer follow their relative inverse training rates to the power ``gradnorm_alpha``;
     * ``dwa``: Dynamic Weight Average, Liu et al. (2019): weights from the ratio of each task's mean
@@ -282,26 +290,19 @@ class TrainConfig(Section):
     seed: int = 0
 
 
-RANKED_OUTPUTS = ("pctr", "pcvr", "pctcvr", "watch_time")
-
-
 class RankingConfig(Section):
-    """The combined ranking score of a candidate (batch scoring and serving):
-    score = Π_k term_k ** exponent_k over the model's outputs, with term = the probability for pctr,
-    pcvr and pctcvr, and 1 + seconds for watch_time. Outputs the model does not produce are skipped.
+    """The combined ranking score of a candidate (batch scoring and serving), over output names
+    (``<task>``, ``<task>_given_<after>``; docs/tasks.md):
+
+    * ``product``: score = Π_k term_k ** terms[k], term = the output for probabilities, 1 + the output
+      for regression / weighted-logistic outputs (so a zero does not zero the score);
+    * ``sum``: score = Σ_k terms[k] * output_k.
+
+    ``terms`` null: every task's ``<task>`` output with exponent (or weight) 1.
     """
 
-    exponents: dict[str, float] = Field(
-        default_factory=lambda: {"pctr": 1.0, "pctcvr": 0.5, "watch_time": 0.5},
-        description=f"exponent per output, outputs among {list(RANKED_OUTPUTS)}",
-    )
-
-    @model_validator(mode="after")
-    def _known_outputs(self) -> RankingConfig:
-        unknown = sorted(set(self.exponents) - set(RANKED_OUTPUTS))
-        if unknown:
-            raise ValueError(f"ranking.exponents names unknown outputs {unknown}; outputs: {list(RANKED_OUTPUTS)}")
-        return self
+    combine: Literal["product", "sum"] = "product"
+    terms: dict[str, float] | None = Field(default=None, description="output name -> exponent (product) or weight (sum)")
 
 
 class Config(Section):
@@ -309,38 +310,27 @@ class Config(Section):
 
     data: DataConfig
     features: FeaturesConfig
-    labels: LabelsConfig = LabelsConfig()
+    tasks: tuple[TaskConfig, ...] = Field(min_length=1, description="the objectives (SPEC §2.1, docs/tasks.md)")
     group_key: str | None = Field(default=None, description="column grouping rows for GAUC (e.g. user_id)")
     model: ModelConfig = ModelConfig()
-    tasks: tuple[TaskConfig, ...] | None = Field(
-        default=None, description="null: ctr, plus ctcvr (ESMM) and watch_time when those labels exist"
-    )
     train: TrainConfig = TrainConfig()
     ranking: RankingConfig = RankingConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_legacy_tasks(cls, raw: Any) -> Any:
+        message = legacy_tasks_message(raw)
+        if message:
+            raise ValueError(message)
+        return raw
+
     @model_validator(mode="after")
-    def _tasks_fit_labels_and_tables(self) -> Config:
-        tasks = self.resolved_tasks()
-        names = [t.name for t in tasks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"task names must be unique, got {names}")
-        kinds = [t.kind for t in tasks]
-        labels = self.labels.columns()
-        needs = {"ctr": ["click"], "ctcvr": ["click", "conversion"], "cvr": ["click", "conversion"]}
-        for t in tasks:
-            required = needs.get(t.kind, ["watch_time"] + (["click"] if t.watch_loss == "weighted_logistic" else []))
-            missing = [r for r in required if r not in labels]
-            if missing:
-                raise ValueError(f"task {t.name!r} ({t.kind}) needs label(s) {missing}; set labels.<role> to a column")
-            if t.loss is not None and t.kind != "watch_time":
-                raise ValueError(f"task {t.name!r}: loss is only for watch_time tasks")
-        for kind in ("ctr", "ctcvr", "cvr", "watch_time"):
-            if kinds.count(kind) > 1:
-                raise ValueError(f"at most one {kind} task (they would share tower {kind!r})")
-        if "ctcvr" in kinds and "ctr" not in kinds:
-            raise ValueError("a ctcvr (ESMM) task needs a ctr task: pCTCVR = pCTR x pCVR")
-        if "ctcvr" in kinds and "cvr" in kinds:
-            raise ValueError("ctcvr (ESMM) and cvr (click-only baseline) both train tower 'cvr'; pick one")
+    def _tasks_and_tables(self) -> Config:
+        check_task_graph(self.task_specs())
+        outputs = output_names(self.task_specs())
+        unknown = sorted(set(self.ranking.terms or {}) - set(outputs))
+        if unknown:
+            raise ValueError(f"ranking.terms names unknown outputs {unknown}; outputs of these tasks: {outputs}")
         if self.model.interaction == "dot" and not self.uses_dot_interaction():
             raise ValueError("model.interaction=dot needs one embedding dim for all features; set it to none")
         unknown = sorted(set(self.train.sharding) - set(self.features.tables()))
@@ -348,21 +338,23 @@ class Config(Section):
             raise ValueError(f"train.sharding names unknown tables {unknown}; tables: {list(self.features.tables())}")
         return self
 
+    def task_specs(self) -> list[TaskSpec]:
+        """The tasks as the model, losses, metrics and scorer see them (no config types past here)."""
+        return [
+            TaskSpec(
+                name=t.name, type=t.type, label=t.label_column, after=t.after, where=t.where, weight=t.weight,
+                transform=t.transform, scale=t.scale, weight_column=t.weight_column,
+            )
+            for t in self.tasks
+        ]
+
+    def ranking_terms(self) -> dict[str, float]:
+        """``ranking.terms``, or the default: every task's output with exponent (weight) 1."""
+        if self.ranking.terms is not None:
+            return dict(self.ranking.terms)
+        return {t.name: 1.0 for t in self.tasks}
+
     def uses_dot_interaction(self) -> bool:
         """Whether the model gets the dot interaction (``auto`` picks it when embedding dims agree)."""
         one_dim = len({f.dim for f in self.features.id_features}) == 1
         return self.model.interaction != "none" and one_dim
-
-    def resolved_tasks(self) -> tuple[TaskConfig, ...]:
-        """The configured tasks, or the defaults the labels allow (ctr, ctcvr, watch_time)."""
-        if self.tasks is not None:
-            return self.tasks
-        labels = self.labels.columns()
-        tasks = [TaskConfig(name="ctr", kind="ctr")] if "click" in labels else []
-        if "conversion" in labels:
-            tasks.append(TaskConfig(name="ctcvr", kind="ctcvr"))
-        if "watch_time" in labels:
-            # without clicks there is nothing to weight, so regress log1p(T) instead
-            loss = None if "click" in labels else "log1p_mse"
-            tasks.append(TaskConfig(name="watch_time", kind="watch_time", loss=loss))
-        return tuple(tasks)

@@ -1,13 +1,16 @@
-"""What a pass over a split saw: rows, batches, ids seen per feature, label rates (``validate-data``)."""
+"""What a pass over a split saw: rows, batches, ids seen per feature, each task's label rate and loss at
+initialisation (``validate-data``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import torch
 
 from recsys_mtl.config import Config
 from recsys_mtl.features.batch import Batch
+from recsys_mtl.tasks.scale import dwarfing, initial_losses
 
 
 class SplitSummary:
@@ -19,9 +22,9 @@ class SplitSummary:
         self.ids = dict.fromkeys(self.features, 0)
         self.rows = 0
         self.batches = 0
-        self.label_sums: dict[str, float] = {}
-        self.clicked_sums: dict[str, float] = {}
-        self.clicks = 0.0
+        self.tasks = config.task_specs()
+        self.label_sums: dict[str, torch.Tensor] = {}  # task -> [2] (Σ label, rows) over its space
+        self.initial_losses: dict[str, torch.Tensor] = {}  # task -> [2] (Σ loss at init, rows)
 
     def update(self, batch: Batch) -> None:
         w = batch.weights
@@ -31,23 +34,34 @@ class SplitSummary:
             values = jt.values().numpy()
             self.seen[name][values] = True
             self.ids[name] += len(values)
-        click = batch.labels.get("click")
-        if click is not None:
-            self.clicks += float((click * w).sum())
-        for role, y in batch.labels.items():
-            self.label_sums[role] = self.label_sums.get(role, 0.0) + float((y * w).sum())
-            if click is not None and role != "click":
-                self.clicked_sums[role] = self.clicked_sums.get(role, 0.0) + float((y * w * click).sum())
+        for t in self.tasks:
+            space = w if t.where is None else w * batch.labels[t.where]
+            y = batch.labels[t.name]
+            total = torch.stack([(y * space).sum(), space.sum()]).double()
+            self.label_sums[t.name] = self.label_sums.get(t.name, 0) + total
+        for name, total in initial_losses(self.tasks, batch.labels, w).items():
+            self.initial_losses[name] = self.initial_losses.get(name, 0) + total
+
+    def loss_at_init(self) -> dict[str, float]:
+        """Each task's mean loss at initialisation (all logits 0) over this split."""
+        return {k: float(v[0] / max(float(v[1]), 1.0)) for k, v in self.initial_losses.items()}
+
+    def warnings(self) -> list[str]:
+        """Label units that would let one task's loss swamp the others' (docs/tasks.md)."""
+        warning = dwarfing(self.loss_at_init(), "loss at initialisation", self.tasks)
+        return [warning] if warning else []
 
     def to_dict(self) -> dict[str, Any]:
         rows = max(self.rows, 1)
-        labels: dict[str, float] = {f"mean_{role}": s / rows for role, s in self.label_sums.items()}
-        for role, s in self.clicked_sums.items():
-            labels[f"mean_{role}_given_click"] = s / max(self.clicks, 1.0)
+        # a task's mean label over its space (a where task: its rows only): the positive rate of binary
+        # tasks, the mean value of the others
+        labels = {task: float(s[0] / max(float(s[1]), 1.0)) for task, s in self.label_sums.items()}
         return {
             "rows": self.rows,
             "batches": self.batches,
             "labels": labels,
+            "loss_at_init": self.loss_at_init(),
+            "warnings": self.warnings(),
             "features": {
                 name: {
                     "buckets_seen": int(self.seen[name].sum()),

@@ -32,10 +32,10 @@ from torch import nn
 
 from recsys_mtl.config import Config, ConfigError, load_config, save_config
 from recsys_mtl.features.dense import DenseStats
-from recsys_mtl.models.builder import build_model, task_specs
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.models.builder import build_model
+from recsys_mtl.tasks.graph import TaskSpec
 
-FORMAT = "recsys-mtl-model/1"
+FORMAT = "recsys-mtl-model/2"  # 2: towers and outputs named by task (SPEC §2.1)
 WEIGHTS, CONFIG, STATS, META = "model.safetensors", "config.yaml", "dense_stats.json", "metadata.json"
 
 
@@ -173,4 +173,4 @@ def load_artifact(path: Path) -> Artifact:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{path / WEIGHTS} does not fit the model its config describes: {exc}") from None
-    return Artifact(path, meta, config, DenseStats.load(path / STATS), model, task_specs(config))
+    return Artifact(path, meta, config, DenseStats.load(path / STATS), model, config.task_specs())

@@ -19,7 +19,8 @@ from recsys_mtl.config import Config
 from recsys_mtl.data.quality import DataQuality
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import Encoded, FeatureProcessor
-from recsys_mtl.tasks.heads import TaskSpec, predict, ranking_score
+from recsys_mtl.tasks.graph import SCORE, TaskSpec, output_names, probability_outputs
+from recsys_mtl.tasks.outputs import predict, ranking_score
 
 
 class Scorer:
@@ -31,13 +32,13 @@ class Scorer:
         self.model = model
         self.tasks = tasks
         self.version = version
+        self.probabilities = probability_outputs(tasks)
+        self.terms = config.ranking_terms()
 
     @property
     def outputs(self) -> list[str]:
-        """Names of the per-row outputs, ``score`` last."""
-        with torch.inference_mode():
-            probe = predict(self.tasks, {t: torch.zeros(1) for t in self.model.towers})
-        return [*probe, "score"]
+        """Names of the per-row outputs (docs/tasks.md), ``score`` last."""
+        return [*output_names(self.tasks), SCORE]
 
     def encode(self, table: pa.Table, names: list[str] | None = None, quality: DataQuality | None = None) -> Encoded:
         return self.processor.encode(table, quality if quality is not None else DataQuality(), names)
@@ -50,7 +51,7 @@ class Scorer:
     def predict(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(KJT of stride B, [B, Fd]) -> {output: [B]}``"""
         outputs = predict(self.tasks, self.model(sparse, dense))
-        outputs["score"] = ranking_score(outputs, self.config.ranking.exponents)
+        outputs[SCORE] = ranking_score(outputs, self.probabilities, self.config.ranking.combine, self.terms)
         return outputs
 
     def score_table(self, table: pa.Table, quality: DataQuality | None = None) -> dict[str, np.ndarray]:

@@ -16,8 +16,10 @@ class Batch(Pipelineable):
 
     sparse:    KeyedJaggedTensor, keys = the F id features (sparse then multi-hot), stride B
     dense:     [B, Fd] float32, transformed dense features
-    labels:    {role: [B] float32} for the label roles present (click, conversion, watch_time)
+    labels:    {task: [B] float32} each task's label in its column's units (0 where it is null outside
+               the task's space, see ``features.labels``)
     weights:   [B] float32, 1 for real rows, 0 for padding
+    sample_weights: {task: [B] float32} for tasks with a ``weight_column``
     group_ids: [B] int64, the group key (e.g. user id) for GAUC; -1 on padding rows
     extras:    {column: [B] float32} numeric pass-through columns (e.g. oracle probabilities)
     """
@@ -28,6 +30,7 @@ class Batch(Pipelineable):
     weights: torch.Tensor
     group_ids: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    sample_weights: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -41,6 +44,7 @@ class Batch(Pipelineable):
             weights=self.weights.to(device=device, non_blocking=non_blocking),
             group_ids=self.group_ids.to(device=device, non_blocking=non_blocking),
             extras={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.extras.items()},
+            sample_weights={k: v.to(device=device, non_blocking=non_blocking) for k, v in self.sample_weights.items()},
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
@@ -50,7 +54,7 @@ class Batch(Pipelineable):
             v.record_stream(stream)
         self.weights.record_stream(stream)
         self.group_ids.record_stream(stream)
-        for v in self.extras.values():
+        for v in (*self.extras.values(), *self.sample_weights.values()):
             v.record_stream(stream)
 
     def pin_memory(self) -> Batch:
@@ -61,4 +65,5 @@ class Batch(Pipelineable):
             weights=self.weights.pin_memory(),
             group_ids=self.group_ids.pin_memory(),
             extras={k: v.pin_memory() for k, v in self.extras.items()},
+            sample_weights={k: v.pin_memory() for k, v in self.sample_weights.items()},
         )

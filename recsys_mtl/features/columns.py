@@ -61,8 +61,10 @@ def column_rules(config: Config, *, with_labels: bool = True, extra_columns: Seq
     for f in config.features.dense:
         add(ColumnRule(f.source_column, f"dense feature {f.name!r}", "int, float or bool", _is_number))
     if with_labels:
-        for role, col in config.labels.columns().items():
-            add(ColumnRule(col, f"label {role!r}", "int, float or bool", _is_number))
+        for t in config.tasks:
+            add(ColumnRule(t.label_column, f"label of task {t.name!r}", "int, float or bool", _is_number))
+            if t.weight_column:
+                add(ColumnRule(t.weight_column, f"weight_column of task {t.name!r}", "int, float or bool", _is_number))
     if config.group_key:
         add(ColumnRule(config.group_key, "group_key", "int or string", _is_id))
     for col in extra_columns:

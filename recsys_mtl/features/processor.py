@@ -20,7 +20,7 @@ from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.columns import ColumnRule, check_schema, column_rules
 from recsys_mtl.features.dense import DenseStats, fill_value, needs_stats, raw_values, transform
 from recsys_mtl.features.hashing import hash_strings
-from recsys_mtl.features.labels import bad_label_rows, read_labels
+from recsys_mtl.features.labels import check_labels, read_labels, read_sample_weights
 from recsys_mtl.features.sparse import IdColumn, id_lists, single_ids
 
 Encoded = dict[str, IdColumn | np.ndarray]
@@ -76,7 +76,7 @@ class FeatureProcessor:
         self.with_labels = with_labels
         self.rules: list[ColumnRule] = column_rules(config, with_labels=with_labels, extra_columns=extra_columns)
         self.extra_columns = tuple(extra_columns)
-        self.label_columns = config.labels.columns() if with_labels else {}
+        self.tasks = config.task_specs() if with_labels else []
 
     @property
     def columns(self) -> list[str]:
@@ -101,9 +101,10 @@ class FeatureProcessor:
         ``pad_to`` (or the number of kept) rows; rows past the kept ones have weight 0.
         """
         quality.rows_read += table.num_rows
-        labels = read_labels(table, self.label_columns) if self.label_columns else {}
-        if labels:
-            table, labels = self._drop_bad_rows(table, labels, quality, source)
+        labels: dict[str, np.ndarray] = {}
+        sample_weights: dict[str, np.ndarray] = {}
+        if self.tasks:
+            table, labels, sample_weights = self._checked_labels(table, quality, source)
         n = table.num_rows
         rows = n if pad_to is None else pad_to
         if n > rows:
@@ -114,7 +115,8 @@ class FeatureProcessor:
         return Batch(
             sparse=sparse,
             dense=dense,
-            labels={role: torch.from_numpy(_pad(y.astype(np.float32), rows)) for role, y in labels.items()},
+            labels={task: torch.from_numpy(_pad(y.astype(np.float32), rows)) for task, y in labels.items()},
+            sample_weights={task: torch.from_numpy(_pad(w.astype(np.float32), rows)) for task, w in sample_weights.items()},
             weights=torch.from_numpy(weights),
             group_ids=torch.from_numpy(self._group_ids(table, rows)),
             extras={
@@ -123,12 +125,15 @@ class FeatureProcessor:
             },
         )
 
-    def _drop_bad_rows(
-        self, table: pa.Table, labels: dict[str, np.ndarray], quality: DataQuality, source: str
-    ) -> tuple[pa.Table, dict[str, np.ndarray]]:
-        bad, reasons = bad_label_rows(labels)
+    def _checked_labels(
+        self, table: pa.Table, quality: DataQuality, source: str
+    ) -> tuple[pa.Table, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Every task's label (nulls outside its space read as 0) and sample weights, with the rows
+        whose labels are impossible counted and dropped (or ``DataError`` with ``data.bad_rows: reject``)."""
+        sample_weights = read_sample_weights(table, self.tasks)
+        bad, reasons, labels = check_labels(self.tasks, read_labels(table, self.tasks), sample_weights)
         if not reasons:
-            return table, labels
+            return table, labels, sample_weights
         if self.config.data.bad_rows == "reject":
             raise DataError(
                 f"{source}: {int(bad.sum())} rows with impossible labels ({dict(reasons)}); "
@@ -137,7 +142,11 @@ class FeatureProcessor:
         quality.rows_dropped += int(bad.sum())
         quality.dropped_by_reason.update(reasons)
         keep = ~bad
-        return table.filter(pa.array(keep)), {role: y[keep] for role, y in labels.items()}
+        return (
+            table.filter(pa.array(keep)),
+            {task: y[keep] for task, y in labels.items()},
+            {task: w[keep] for task, w in sample_weights.items()},
+        )
 
     def encode(
         self, table: pa.Table, quality: DataQuality, names: Sequence[str] | None = None

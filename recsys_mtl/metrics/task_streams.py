@@ -1,13 +1,16 @@
-"""The streaming metric set of every task (what ``recsys-mtl evaluate`` reports), mergeable over ranks.
+"""The streaming metric set of every task (SPEC §5, docs/tasks.md), mergeable over ranks: what training's
+evaluation and ``recsys-mtl evaluate`` report, through one path.
 
-Views per task kind (each a stream of one score against one label; the oracle's score beside it when
-the data has oracle columns):
+Each task is seen through views, a view being one output streamed against one label on a set of rows:
 
-* ``ctr``: pCTR vs click, plus GAUC over ``group_ids``;
-* ``ctcvr`` / ``cvr``: pCTCVR vs click∧conversion (when both towers exist; GAUC too), and pCVR on
-  clicked rows (``cvr_*_clicked``), over the entire space (``cvr_*_entire_space``) and, with an oracle,
-  against the oracle p(convert | click) on every impression (``cvr_auc_counterfactual``);
-* ``watch_time``: predicted seconds vs watch time (RMSE, MAE, XAUC).
+* every task: ``<task>`` against its label on its space (all rows; a ``where`` task's rows where that
+  task's label is 1): binary metrics (and GAUC with a group key), or RMSE / MAE / XAUC;
+* a funnel stage also ``<task>_given_<after>`` on its parent's positive rows (``conditional_*``);
+* with a conditional oracle column, the conditional output against the true conditional probability
+  on every row (``*_auc_counterfactual``): the space it is served on, where click-only training is biased.
+
+Oracle columns are named by label: ``oracle_<label>`` (the true E[label] per row) and
+``oracle_<label>_given_<parent label>``; beside each view the oracle's score gives ``oracle_<metric>``.
 """
 
 from __future__ import annotations
@@ -20,61 +23,65 @@ import torch
 import torch.distributed as dist
 
 from recsys_mtl.metrics.streaming import BinaryStream, GroupStream, RegressionStream
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec, by_name
 
 
-@dataclass
+@dataclass(frozen=True)
 class _View:
     task: str
-    curve: str  # name of its curves in the report ("" for none)
+    curve: str  # its curves' name in the report ("" for none)
     prefix: str  # metric name = prefix + metric + suffix
     suffix: str
     score: str  # column of the model's score
-    label: str  # label column (or the product of click and conversion: "click*conversion")
-    weight: str | None  # extra row weight column (clicked rows only: label_click)
+    label: str  # label column (or a soft-label oracle column)
+    space: str | None  # 0/1 column restricting the rows (a parent's or where task's label)
+    oracle: str | None  # the oracle's score column, when the data has it
     regression: bool = False
+    groups: bool = False
 
 
-def _views(tasks: list[TaskSpec], columns: set[str]) -> list[_View]:
+def label_column(task: str) -> str:
+    """The evaluation column holding ``task``'s label."""
+    return f"label_{task}"
+
+
+def _views(tasks: list[TaskSpec], columns: set[str], groups: bool) -> list[_View]:
+    index = by_name(tasks)
     out = []
+
+    def oracle(name: str) -> str | None:
+        return name if name in columns else None
+
     for t in tasks:
-        if t.kind == "ctr":
-            out.append(_View(t.name, "ctr", "", "", "pctr", "label_click", None))
-        elif t.kind in ("ctcvr", "cvr"):
-            if "pctcvr" in columns:
-                out.append(_View(t.name, "ctcvr", "", "", "pctcvr", "click*conversion", None))
-            out.append(_View(t.name, "cvr_clicked", "cvr_", "_clicked", "pcvr", "label_conversion", "label_click"))
-            out.append(_View(t.name, "cvr_entire_space", "cvr_", "_entire_space", "pcvr", "click*conversion", None))
-            if "oracle_pcvr" in columns:
-                out.append(_View(t.name, "", "cvr_", "_counterfactual", "pcvr", "oracle_pcvr", None))
-        else:
-            out.append(_View(t.name, "watch_time", "", "", "watch_time", "label_watch_time", None, regression=True))
+        label = label_column(t.name)
+        if t.where is not None:
+            cond = oracle(f"oracle_{t.label}_given_{index[t.where].label}")
+            space = label_column(t.where)
+            out.append(_View(t.name, t.name, "", "", t.name, label, space, cond, not t.is_binary, groups and t.is_binary))
+            if cond is not None and t.is_binary:
+                out.append(_View(t.name, "", "", "_counterfactual", t.name, cond, None, cond))
+            continue
+        out.append(_View(t.name, t.name, "", "", t.name, label, None, oracle(f"oracle_{t.label}"), not t.is_binary, groups and t.is_binary))
+        if t.after is not None:
+            cond = oracle(f"oracle_{t.label}_given_{index[t.after].label}")
+            out.append(_View(t.name, t.conditional_output, "conditional_", "", t.conditional_output, label, label_column(t.after), cond))
+            if cond is not None:
+                out.append(_View(t.name, "", "conditional_", "_counterfactual", t.conditional_output, cond, None, cond))
     return out
 
 
-def _label(cols: dict[str, np.ndarray], name: str) -> np.ndarray:
-    if name == "click*conversion":
-        return cols["label_click"] * cols["label_conversion"]
-    return cols[name]
-
-
 class TaskStreams:
-    """Accumulates every view of every task (and the oracle's, when its columns are present)."""
+    """Accumulates every view of every task (and the oracle's, when its columns are present).
+
+    ``max_group_rows`` bounds the rows kept for GAUC over all views together."""
 
     def __init__(self, tasks: list[TaskSpec], columns: set[str], groups: bool, max_group_rows: int = 50_000_000):
         self.tasks = tasks
-        self.views = _views(tasks, columns)
-        self.oracle = {v.score: f"oracle_{v.score}" for v in self.views if f"oracle_{v.score}" in columns}
-        self.streams = {
-            (who, i): RegressionStream() if v.regression else BinaryStream()
-            for i, v in enumerate(self.views) for who in ("model", "oracle") if who == "model" or v.score in self.oracle
-        }
-        # GAUC of the headline score of ranking tasks
-        self.groups = {
-            (who, i): GroupStream(max_group_rows)
-            for i, v in enumerate(self.views) if groups and v.curve in ("ctr", "ctcvr")
-            for who in ("model", "oracle") if who == "model" or v.score in self.oracle
-        }
+        self.views = _views(tasks, columns, groups)
+        who = [("model", i) for i in range(len(self.views))] + [("oracle", i) for i, v in enumerate(self.views) if v.oracle]
+        self.streams = {(w, i): RegressionStream() if self.views[i].regression else BinaryStream() for w, i in who}
+        grouped = [(w, i) for w, i in who if self.views[i].groups]
+        self.groups = {k: GroupStream(max(max_group_rows // len(grouped), 1)) for k in grouped}
 
     def update(self, cols: dict[str, np.ndarray], group_ids: np.ndarray) -> None:
         """One batch: ``cols`` as ``train.evaluate.batch_columns`` makes them (numpy), padding rows
@@ -82,15 +89,15 @@ class TaskStreams:
         weight = cols["weight"]
         for (who, i), stream in self.streams.items():
             v = self.views[i]
-            score = cols[v.score if who == "model" else self.oracle[v.score]]
-            w = weight if v.weight is None else weight * cols[v.weight]
-            stream.update(score, _label(cols, v.label), w)
+            score = cols[v.score if who == "model" else v.oracle]
+            w = weight if v.space is None else weight * cols[v.space]
+            stream.update(score, cols[v.label], w)
             if (who, i) in self.groups:
-                self.groups[(who, i)].update(score, _label(cols, v.label), group_ids, w)
+                self.groups[(who, i)].update(score, cols[v.label], group_ids, w)
 
     def all_reduce(self) -> None:
         """Sum the histogram states over ranks (every rank ends with the totals) and gather the GAUC
-        rows on rank 0."""
+        rows on every rank."""
         if not dist.is_initialized() or dist.get_world_size() == 1:
             return
         keys = list(self.streams)
@@ -110,15 +117,16 @@ class TaskStreams:
             self.groups[k] = merged
 
     def metrics(self) -> dict[str, dict[str, float]]:
+        """``{task: {metric: value}}`` with the oracle's as ``oracle_<metric>``."""
         out: dict[str, dict[str, float]] = {t.name: {} for t in self.tasks}
         for (who, i), stream in self.streams.items():
             v = self.views[i]
             values = dict(stream.metrics())
             if (who, i) in self.groups:
                 values.update(self.groups[(who, i)].metrics())
-            if v.suffix in ("_entire_space", "_counterfactual"):
-                # pCVR against click∧conversion (or soft labels): only its ranking is meaningful; its
-                # log loss or calibration would measure pCVR against a label it does not predict
+            if v.suffix == "_counterfactual":
+                # against soft labels only the ranking is meaningful: log loss or calibration would
+                # measure the output against a label it does not predict
                 values = {k: values[k] for k in ("auc",) if k in values}
             for name, value in values.items():
                 key = f"{v.prefix}{name}{v.suffix}"
@@ -130,13 +138,15 @@ class TaskStreams:
         return out
 
     def curves(self) -> dict[str, dict[str, Any]]:
+        """``{curve: {"task", "kind": binary|regression, <curve data>..., "oracle_roc"?}}``, one per
+        output view (``<task>``, ``<task>_given_<after>``)."""
         out: dict[str, dict[str, Any]] = {}
         for (who, i), stream in self.streams.items():
             v = self.views[i]
             if not v.curve:
                 continue
             curves = stream.curves()
-            entry = out.setdefault(v.curve, {"task": v.task})
+            entry = out.setdefault(v.curve, {"task": v.task, "kind": "regression" if v.regression else "binary"})
             if who == "model":
                 entry.update(curves)
             elif "roc" in curves:

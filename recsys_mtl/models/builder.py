@@ -15,12 +15,7 @@ from recsys_mtl.models.multitask import MultiTaskModel
 from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
 from recsys_mtl.modules.mlp import MLP
 from recsys_mtl.modules.towers import Tower
-from recsys_mtl.tasks.heads import TaskSpec, tower_names
 from recsys_mtl.tasks.train_module import MultiTaskTrainModule
-
-
-def task_specs(config: Config) -> list[TaskSpec]:
-    return [TaskSpec(t.name, t.kind, t.weight, t.watch_loss) for t in config.resolved_tasks()]
 
 
 def table_configs(config: Config) -> list[EmbeddingBagConfig]:
@@ -58,8 +53,7 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
     """The model with its EmbeddingBagCollection on ``device`` ("meta" for DistributedModelParallel;
     "cpu" for an unsharded copy, e.g. to load a checkpoint at any world size)."""
     m = config.model
-    tasks = task_specs(config)
-    towers = tower_names(tasks)
+    towers = [t.name for t in config.tasks]  # one tower per task, named by it
     ebc = EmbeddingBagCollection(tables=table_configs(config), device=torch.device(device))
     id_features = config.features.id_features
     interaction = None
@@ -93,7 +87,7 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
 def build_train_module(config: Config, device: torch.device | str = "meta") -> MultiTaskTrainModule:
     """The model with its task losses and the configured loss balancer (what training shards and
     checkpoints)."""
-    tasks = task_specs(config)
+    tasks = config.task_specs()
     model = build_model(config, device)
     balancing = config.train.balancing
     if balancing.strategy == "gradnorm" and not model.last_shared_parameters():

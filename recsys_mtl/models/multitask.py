@@ -10,7 +10,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 
 class MultiTaskModel(nn.Module):
-    """Returns ``{tower: [B] logits}`` (towers: ``ctr``, ``cvr``, ``watch_time`` as the tasks need).
+    """Returns ``{tower: [B] logits}``, one tower per task, named by the task.
 
     The EmbeddingBagCollection is injected, built on the meta device, so that DistributedModelParallel
     can shard it; probabilities and losses belong to ``recsys_mtl.tasks``, not to the model.

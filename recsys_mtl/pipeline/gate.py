@@ -63,8 +63,24 @@ def _check(rule: GateRule, new: dict[str, Any], published: dict[str, Any] | None
     return out
 
 
+def default_rules(report: dict[str, Any]) -> tuple[GateRule, ...]:
+    """The rules a gate without configured ones applies, from the report's task list: every binary
+    task's AUC may drop by at most 0.002 against the published model, and the calibration (Σp/Σy) of
+    binary tasks outside any funnel or sample space stays within [0.9, 1.1]."""
+    rules = []
+    for name, task in report.get("tasks", {}).items():
+        if task.get("type") != "binary":
+            continue
+        rules.append(GateRule(task=name, metric="auc", max_drop=0.002))
+        if "after" not in task and "where" not in task:
+            rules.append(GateRule(task=name, metric="calibration", min=0.9, max=1.1))
+    return tuple(rules)
+
+
 def gate_checks(
-    rules: tuple[GateRule, ...], new: dict[str, Any], published: dict[str, Any] | None, version: str | None
+    rules: tuple[GateRule, ...] | None, new: dict[str, Any], published: dict[str, Any] | None, version: str | None
 ) -> list[Check]:
-    """Every rule's checks of the ``new`` report (and the ``published`` one, when there is one)."""
-    return [check for rule in rules for check in _check(rule, new, published, version)]
+    """Every rule's checks of the ``new`` report (and the ``published`` one, when there is one);
+    ``rules`` None: ``default_rules(new)``."""
+    chosen = default_rules(new) if rules is None else rules
+    return [check for rule in chosen for check in _check(rule, new, published, version)]

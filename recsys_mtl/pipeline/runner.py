@@ -153,7 +153,8 @@ class Pipeline:
         stages = []
         if c.generate is not None:
             def generate(work: Path, final: Path) -> dict[str, Any]:
-                self._cli("generate", work / "log.txt", "generate", "--out", work / "data", "--rows", c.generate.rows, "--seed", c.generate.seed)
+                self._cli("generate", work / "log.txt", "generate", "--out", work / "data", "--rows", c.generate.rows, "--seed", c.generate.seed,
+                          "--objectives", c.generate.objectives)
                 return {"config": str(final / "data" / "config.yaml")}
 
             stages.append(Stage("generate", lambda: {"generate": c.generate.model_dump()}, generate))
@@ -225,7 +226,7 @@ class Pipeline:
             Stage("evaluate", lambda: {"data": self._eval_data(), **self._upstream("train")}, evaluate),
             # the published model is not an input: this run's decision stands once made (its own publish
             # would otherwise re-open it); --force gate decides again against what is published now
-            Stage("gate", lambda: {"rules": [r.model_dump() for r in c.gate.rules], **self._upstream("evaluate")}, gate),
+            Stage("gate", lambda: {"rules": c.gate.rules and [r.model_dump() for r in c.gate.rules], **self._upstream("evaluate")}, gate),
             Stage("export", lambda: {"quantize": c.export.quantize, **self._upstream("train", "gate")}, export),
             Stage("publish", lambda: {"model_root": c.publish.model_root, **self._upstream("export")}, publish),
         ]

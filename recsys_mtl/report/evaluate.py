@@ -16,18 +16,13 @@ from torch import nn
 
 from recsys_mtl.config import Config, dump_config
 from recsys_mtl.data.quality import sum_over_ranks
-from recsys_mtl.data.reader import BatchReader
-from recsys_mtl.data.source import ParquetSource
-from recsys_mtl.data.synthetic import ORACLE_COLUMNS
 from recsys_mtl.export.artifact import META, load_artifact
 from recsys_mtl.features.dense import DenseStats
-from recsys_mtl.features.processor import FeatureProcessor
-from recsys_mtl.metrics.task_streams import TaskStreams
 from recsys_mtl.progress import Progress
 from recsys_mtl.report.render import write_report
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec
 from recsys_mtl.train.distributed import DistEnv
-from recsys_mtl.train.evaluate import batch_columns
+from recsys_mtl.train.evaluate import eval_reader, stream_metrics
 from recsys_mtl.train.run_dir import load_run
 
 log = logging.getLogger("recsys_mtl.evaluate")
@@ -63,29 +58,15 @@ def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_siz
     report to ``out`` (when given). Returns the report dict on every rank."""
     loaded = load_evaluated(run)
     config, tasks = loaded.config, loaded.tasks
-    source = ParquetSource(data)
-    names = set(source.schemas[source.files[0]].names)
-    oracle = [c for c in ORACLE_COLUMNS if c in names]
-    processor = FeatureProcessor(config, loaded.stats, extra_columns=oracle)
-    reader = BatchReader(
-        source, processor, batch_size=batch_size or config.data.batch_size, rank=env.rank, world_size=env.world_size,
-        last_batch="pad", prefetch=config.data.prefetch,
-    )
-    streams: TaskStreams | None = None
+    reader = eval_reader(config, loaded.stats, data, env.rank, env.world_size, batch_size)
     progress = Progress(len(reader) * reader.batch_size, "evaluate", "rows", enabled=env.is_main)
-    rows = 0
-    for batch in reader:
-        logits = loaded.model(batch.sparse, batch.dense)
-        cols = {k: v.numpy() for k, v in batch_columns(tasks, batch, logits).items()}
-        if streams is None:
-            streams = TaskStreams(tasks, set(cols), groups=config.group_key is not None)
-        streams.update(cols, batch.group_ids.numpy())
-        rows += int((cols["weight"] > 0).sum())
-        progress.update(len(cols["weight"]))
-    progress.close()
-    if streams is None:
-        raise ValueError(f"{data} has no rows to evaluate")
-    streams.all_reduce()
+    try:
+        streams, rows = stream_metrics(
+            lambda batch: loaded.model(batch.sparse, batch.dense), reader, tasks, torch.device("cpu"),
+            groups=config.group_key is not None, progress=progress,
+        )
+    finally:
+        progress.close()
     quality = sum_over_ranks(reader.quality)
     total_rows = torch.tensor([rows], dtype=torch.float64)
     if dist.is_initialized():
@@ -98,7 +79,7 @@ def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_siz
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rows": int(total_rows.item()),
         "world_size": env.world_size,
-        "tasks": {t.name: {"kind": t.kind, "metrics": metrics[t.name]} for t in tasks},
+        "tasks": {t.name: {**task_entry(t), "metrics": metrics[t.name]} for t in tasks},
         "curves": streams.curves(),
         "data_quality": quality.to_dict(),
     }
@@ -106,6 +87,13 @@ def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_siz
         write_report(Path(out), report, loaded.train_log, dump_config(config), loaded.plan)
         log.info("report written to %s", out)
     return report
+
+
+def task_entry(task: TaskSpec) -> dict[str, Any]:
+    """How the report describes a task: its type, label, and place in the task graph."""
+    entry: dict[str, Any] = {"type": task.type, "label": task.label}
+    entry.update({k: v for k, v in (("after", task.after), ("where", task.where)) if v is not None})
+    return entry
 
 
 def headline(report: dict[str, Any]) -> str:

@@ -8,7 +8,8 @@ from torch import nn
 
 from recsys_mtl.balancing.base import Balancer, FixedWeights
 from recsys_mtl.features.batch import Batch
-from recsys_mtl.tasks.heads import TaskSpec, task_losses
+from recsys_mtl.tasks.graph import TaskSpec
+from recsys_mtl.tasks.losses import task_losses
 
 
 class MultiTaskTrainModule(nn.Module):
@@ -28,6 +29,6 @@ class MultiTaskTrainModule(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         logits = self.model(batch.sparse, batch.dense)  # {tower: [B]}
-        losses = task_losses(self.tasks, logits, batch.labels, batch.weights)  # {task: []}
+        losses = task_losses(self.tasks, logits, batch.labels, batch.weights, batch.sample_weights)  # {task: []}
         stacked = torch.stack([losses[t.name] for t in self.tasks])  # [T]
         return stacked, ({k: v.detach() for k, v in losses.items()}, {k: v.detach() for k, v in logits.items()})

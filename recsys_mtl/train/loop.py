@@ -26,15 +26,16 @@ from recsys_mtl.config import Config, ConfigError, save_config
 from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
-from recsys_mtl.data.synthetic import ORACLE_COLUMNS
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
-from recsys_mtl.models.builder import build_train_module, task_specs
+from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.progress import Progress
+from recsys_mtl.tasks.graph import TaskSpec
+from recsys_mtl.tasks.scale import dwarfing
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from recsys_mtl.train.distributed import DistEnv, broadcast_object, init_distributed, shutdown
-from recsys_mtl.train.evaluate import evaluate
+from recsys_mtl.train.evaluate import eval_reader, evaluate
 from recsys_mtl.train.joblog import JobLog
 from recsys_mtl.train.optim import TrainOptimizer
 from recsys_mtl.train.pipeline import BalancedTrainPipeline
@@ -89,20 +90,6 @@ def _dense_stats(config: Config, out: Path, env: DistEnv, resuming: bool) -> Den
     return DenseStats.from_dict(broadcast_object(stats.to_dict() if stats else None))
 
 
-def _eval_reader(config: Config, stats: DenseStats, env: DistEnv) -> BatchReader | None:
-    if config.data.eval is None:
-        return None
-    source = ParquetSource(config.data.eval)
-    schema = source.schemas[source.files[0]]
-    oracle = [c for c in ORACLE_COLUMNS if c in schema.names]
-    processor = FeatureProcessor(config, stats, extra_columns=oracle)
-    data = config.data
-    return BatchReader(
-        source, processor, batch_size=data.batch_size, rank=env.rank, world_size=env.world_size,
-        last_batch="pad", prefetch=data.prefetch,
-    )
-
-
 def _check_out_dir(out: Path, resume: bool) -> Path | None:
     latest = latest_checkpoint(out / "checkpoints")
     if latest is not None and not resume:
@@ -152,10 +139,11 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         save_config(config, out / "config.yaml")
     joblog = JobLog(out / "train_log.jsonl", t.prometheus_port) if env.is_main else None
 
-    tasks = task_specs(config)
+    tasks = config.task_specs()
     names = [task.name for task in tasks]
     train_reader = BatchReader.from_config(config, "train", FeatureProcessor(config, stats), rank=env.rank, world_size=env.world_size)
-    eval_reader = _eval_reader(config, stats, env)
+    eval_data = config.data.eval
+    evaluator = None if eval_data is None else eval_reader(config, stats, eval_data, env.rank, env.world_size)
     steps_per_epoch = len(train_reader)
     total_steps = min(steps_per_epoch * t.epochs, t.max_steps or steps_per_epoch * t.epochs)
 
@@ -179,6 +167,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
     metrics: dict[str, dict[str, float]] = {}
     interval_losses = torch.zeros(len(tasks))
     interval_steps, interval_start, train_seconds = 0, time.perf_counter(), 0.0
+    scale_checked = False  # the first log interval of this job checks that no task swamps the others
 
     def checkpoint() -> None:
         meta = {
@@ -191,10 +180,10 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
 
     def run_eval() -> None:
         nonlocal metrics
-        if eval_reader is None:
+        if evaluator is None:
             return
         detached = pipeline.detach()  # evaluation runs the sharded model without the pipeline's hooks
-        metrics = evaluate(detached, eval_reader, tasks, env.device)
+        metrics = evaluate(detached, evaluator, tasks, env.device, groups=config.group_key is not None)
         pipeline.attach(detached)
         if joblog:
             joblog.write("eval", step=pos.step, epoch=pos.epoch, metrics=metrics)
@@ -232,6 +221,9 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
                         grad_norm=optimizer.last_grad_norm,
                         **pipeline.last_report,
                     )
+                if not scale_checked and env.is_main:
+                    _warn_dwarfing(tasks, dict(zip(names, mean.tolist(), strict=True)), pipeline.last_report, joblog, pos.step)
+                scale_checked = True
                 interval_losses.zero_()
                 interval_steps, interval_start = 0, time.perf_counter()
 
@@ -263,6 +255,17 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
             joblog.write("done", **{k: v for k, v in result.items() if k != "plan"})
         log.info("data quality (train): %s", quality.to_dict())
     return result
+
+
+def _warn_dwarfing(
+    tasks: list[TaskSpec], losses: dict[str, float], report: dict[str, Any], joblog: JobLog | None, step: int
+) -> None:
+    """Warn (log and job log) when one task's loss or shared-layer gradient dwarfs another's."""
+    found = [dwarfing(losses, "mean loss", tasks), dwarfing(report.get("task_grad_norm", {}), "gradient norm", tasks)]
+    for warning in filter(None, found):
+        log.warning("step %d: %s", step, warning)
+        if joblog:
+            joblog.write("warning", step=step, message=warning)
 
 
 def _headline(metrics: dict[str, dict[str, float]]) -> str:

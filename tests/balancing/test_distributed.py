@@ -35,7 +35,7 @@ def test_each_strategy_updates_embeddings_once_per_step_and_ranks_agree(small_co
         assert mine["weights"] == theirs["weights"], strategy
         assert mine["state"] == theirs["state"], strategy
         reported = [r for r in mine["reports"] if "task_grad_cosine" in r]
-        assert len(reported) == STEPS // 2 and all(set(r["task_grad_norm"]) == {"ctr", "ctcvr", "watch_time"} for r in reported)
+        assert len(reported) == STEPS // 2 and all(set(r["task_grad_norm"]) == {"click", "conversion", "watch_time"} for r in reported)
         assert mine["reports"] == theirs["reports"], strategy  # the diagnostics are global numbers too
         if strategy in ("uncertainty", "gradnorm", "dwa"):
             assert mine["weights"] != mine["initial_weights"], f"{strategy} never moved its weights"

@@ -19,10 +19,10 @@ from recsys_mtl.balancing import (
 )
 from recsys_mtl.balancing.dwa import dwa_weights
 from recsys_mtl.balancing.gradnorm import gradnorm_weight_gradient
-from recsys_mtl.tasks.heads import TaskSpec
+from recsys_mtl.tasks.graph import TaskSpec
 
-CTR = TaskSpec("ctr", "ctr")
-WATCH = TaskSpec("watch", "watch_time", loss="mse")
+CTR = TaskSpec("click")
+WATCH = TaskSpec("watch", type="regression")
 
 
 def identity(t: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ class TwoHeads(nn.Module):
 
 
 def test_fixed_weights_backpropagate_the_weighted_sum():
-    balancer = FixedWeights([TaskSpec("a", "ctr", weight=2.0), TaskSpec("b", "cvr", weight=0.5)])
+    balancer = FixedWeights([TaskSpec("a", weight=2.0), TaskSpec("b", where="a", weight=0.5)])
     x = torch.tensor([1.0, 3.0], requires_grad=True)
     balancer.backward(x**2, SharedParameters([], []))
     torch.testing.assert_close(x.grad, torch.tensor([2.0 * 2 * 1.0, 0.5 * 2 * 3.0]))
@@ -114,7 +114,7 @@ def _easy_and_noisy(x: torch.Tensor, generator: torch.Generator) -> list[torch.T
 def test_gradnorm_on_a_tiny_model_weights_the_slow_task_up_and_keeps_the_sum():
     torch.manual_seed(0)
     model = TwoHeads()
-    balancer = GradNorm([TaskSpec("easy", "watch_time", loss="mse"), TaskSpec("noisy", "watch_time", loss="mse")], alpha=1.5, lr=0.02)
+    balancer = GradNorm([TaskSpec("easy", type="regression"), TaskSpec("noisy", type="regression")], alpha=1.5, lr=0.02)
     _train(balancer, model, _easy_and_noisy)
     weights = balancer.weights()
     assert weights[1] > 1.2 > 0.8 > weights[0], weights
@@ -133,7 +133,7 @@ def test_dwa_weights_favour_the_task_whose_loss_stopped_falling():
 
 
 def test_dwa_keeps_the_initial_weights_for_two_windows_then_follows_the_window_means():
-    balancer = DynamicWeightAverage([TaskSpec("a", "ctr"), TaskSpec("b", "cvr")], temperature=1.0, window_steps=3)
+    balancer = DynamicWeightAverage([TaskSpec("a"), TaskSpec("b")], temperature=1.0, window_steps=3)
     losses = [torch.tensor([1.0, 1.0])] * 3 + [torch.tensor([0.5, 0.9])] * 3
     for step, value in enumerate(losses, start=1):
         balancer.observe(value)
@@ -174,7 +174,7 @@ def test_pcgrad_writes_the_projected_gradient_to_the_shared_parameters_only():
     # equal heads, opposite targets: the two tasks pull the shared layer in conflicting directions
     losses = torch.stack([((outputs[0] - x[:, 0]) ** 2).mean(), ((outputs[1] + x[:, 0]) ** 2).mean()])
     grads = task_gradients(losses, model.parts().all, identity)
-    balancer = PCGrad([TaskSpec("a", "ctr"), TaskSpec("b", "cvr")])
+    balancer = PCGrad([TaskSpec("a"), TaskSpec("b")])
     expected, conflicts = project_conflicting(grads, torch.Generator().manual_seed(0))
     assert conflicts > 0
     heads = list(model.heads.parameters())

@@ -20,9 +20,9 @@ def test_a_gradnorm_run_stopped_and_resumed_matches_an_uninterrupted_one(small_c
     check(cli("train", "--config", str(small_config_path), "--out", str(stopped), "--resume", *ARGS))
 
     logs = train_log(straight)
-    assert logs[-1]["task_weights"] != {"ctr": 1.0, "ctcvr": 1.0, "watch_time": 1.0}
+    assert logs[-1]["task_weights"] != {"click": 1.0, "conversion": 1.0, "watch_time": 1.0}
     assert sum(logs[-1]["task_weights"].values()) == pytest.approx(3.0)
-    assert set(logs[-1]["task_grad_cosine"]) == {"ctr~ctcvr", "ctr~watch_time", "ctcvr~watch_time"}
+    assert set(logs[-1]["task_grad_cosine"]) == {"click~conversion", "click~watch_time", "conversion~watch_time"}
     assert train_log(stopped)[-1]["task_weights"] == logs[-1]["task_weights"]
 
     config = config_with(small_config_path, *ARGS)

@@ -23,7 +23,7 @@ BASE = {
         "multi_hot": [{"name": "hist", "num_embeddings": 50, "dim": 8, "pooling": "mean"}],
         "dense": [{"name": "price", "transform": "log1p"}],
     },
-    "labels": {"click": "click", "conversion": "conversion"},
+    "tasks": [{"name": "click"}, {"name": "conversion", "after": "click"}],
 }
 
 
@@ -55,7 +55,6 @@ def test_nested_errors_name_the_list_item_and_allowed_values():
     ("override", "fragment"),
     [
         ("features.sparse.hour.name=user_id", "feature names must be unique"),
-        ("labels.click=null", "conversion needs click"),
         ("data.bad_rows=skip", "'drop' or 'reject'"),
         ("data.batch_size=0", "greater than 0"),
     ],

@@ -30,7 +30,11 @@ RAW = {
             {"name": "age", "transform": "none", "fill": -1.0},
         ],
     },
-    "labels": {"click": "click", "conversion": "conversion", "watch_time": "watch_time"},
+    "tasks": [
+        {"name": "click"},
+        {"name": "conversion", "after": "click"},
+        {"name": "watch_time", "type": "weighted_logistic"},
+    ],
     "group_key": "user",
 }
 
@@ -112,8 +116,10 @@ def test_group_ids_are_raw_ints_and_minus_one_for_null_and_padding():
         ({"click": pa.array([1, None, 1, 1, 0], pa.int8())}, "click_missing"),
         ({"conversion": pa.array([1, 0.5, 0, 0, 0])}, "conversion_not_0_or_1"),
         ({"watch_time": pa.array([3.5, -1.0, 10.0, 1.0, 0.0])}, "watch_time_negative"),
-        ({"watch_time": pa.array([3.5, float("nan"), 10.0, 1.0, 0.0])}, "watch_time_missing_or_not_finite"),
-        ({"watch_time": pa.array([3.5, None, 10.0, 1.0, 0.0], pa.float32())}, "watch_time_missing_or_not_finite"),
+        ({"watch_time": pa.array([3.5, float("nan"), 10.0, 1.0, 0.0])}, "watch_time_missing"),
+        ({"watch_time": pa.array([3.5, None, 10.0, 1.0, 0.0], pa.float32())}, "watch_time_missing"),
+        ({"watch_time": pa.array([3.5, float("inf"), 10.0, 1.0, 0.0])}, "watch_time_not_finite"),
+        ({"conversion": pa.array([1, None, 0, 0, 0], pa.int8()), "click": pa.array([1, 1, 1, 1, 0], pa.int8())}, "conversion_missing"),
     ],
 )
 def test_impossible_labels_are_counted_and_dropped_or_rejected(labels, reason):
@@ -153,3 +159,49 @@ def test_schema_errors_name_the_source_column_and_types():
     assert msg.startswith("/data/part-3.parquet:")
     assert "missing column 'city_name' (sparse feature 'city')" in msg
     assert "column 'hour' (sparse feature 'hour') has type string; expected int (id_map: identity)" in msg
+
+
+def tasks_config(tasks: list[dict]):
+    return validate_config({**RAW, "tasks": tasks})
+
+
+def test_nulls_outside_a_tasks_space_are_no_information_inside_they_are_missing():
+    # conversion is null where click is 0 (never observed there): read as 0, nothing dropped; stay is
+    # a where-click regression with nulls on unclicked rows
+    table = make_table(
+        conversion=pa.array([1, None, 0, None, None], pa.int8()),
+        click=pa.array([1, 0, 1, 0, 0], pa.int8()),
+        stay=pa.array([3.0, None, 1.0, None, None]),
+    )
+    config = tasks_config([
+        {"name": "click"}, {"name": "conversion", "after": "click"},
+        {"name": "stay", "type": "regression", "where": "click"},
+    ])
+    quality = DataQuality()
+    batch = FeatureProcessor(config, STATS).process(table, quality=quality)
+    assert quality.rows_dropped == 0
+    torch.testing.assert_close(batch.labels["conversion"], torch.tensor([1.0, 0, 0, 0, 0]))
+    torch.testing.assert_close(batch.labels["stay"], torch.tensor([3.0, 0, 1, 0, 0]))
+
+
+def test_three_stage_funnel_and_weight_column_reasons():
+    config = tasks_config([
+        {"name": "click"}, {"name": "cart", "label": "conversion", "after": "click"},
+        {"name": "purchase", "label": "buy", "after": "cart", "weight_column": "w"},
+    ])
+    table = make_table(
+        conversion=pa.array([1, 0, 0, 0, 0], pa.int8()),
+        buy=pa.array([1, 0, 1, 0, 0], pa.int8()),  # row 2 bought without a cart
+        w=pa.array([1.0, -1.0, 1.0, 2.0, 0.5]),  # row 1 has a negative weight
+    )
+    quality = DataQuality()
+    batch = FeatureProcessor(config, STATS).process(table, quality=quality)
+    assert quality.dropped_by_reason == {"purchase_without_cart": 1, "purchase_bad_weight": 1}
+    torch.testing.assert_close(batch.sample_weights["purchase"], torch.tensor([1.0, 2.0, 0.5]))
+    torch.testing.assert_close(batch.labels["cart"], batch.labels["purchase"])  # both [1, 0, 0]
+
+
+def test_a_missing_label_column_names_the_task_and_the_file():
+    config = tasks_config([{"name": "click"}, {"name": "like", "after": "click"}])
+    with pytest.raises(DataError, match=r"part-3.parquet: missing column 'like' \(label of task 'like'\)"):
+        FeatureProcessor(config, STATS).check_schema(make_table().schema, "part-3.parquet")

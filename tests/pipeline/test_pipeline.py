@@ -20,8 +20,8 @@ def write_config(path: Path, small_config_path: Path, model_root: Path, **extra)
         "work_dir": str(path.parent / "work"),
         "training": {"config": str(small_config_path), "nproc": 1, "overrides": [*SMALL_MODEL, "train.log_every_steps=10"]},
         "gate": {"rules": [
-            {"task": "ctr", "metric": "auc", "max_drop": 0.002},
-            {"task": "ctr", "metric": "calibration", "min": 0.05, "max": 20.0},
+            {"task": "click", "metric": "auc", "max_drop": 0.002},
+            {"task": "click", "metric": "calibration", "min": 0.05, "max": 20.0},
         ]},
         "publish": {"model_root": str(model_root)},
         **extra,

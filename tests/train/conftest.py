@@ -9,15 +9,10 @@ from pathlib import Path
 import torch
 
 from recsys_mtl.config import Config, load_config
-from recsys_mtl.data.reader import BatchReader
-from recsys_mtl.data.source import ParquetSource
-from recsys_mtl.data.synthetic import ORACLE_COLUMNS
 from recsys_mtl.features.dense import DenseStats
-from recsys_mtl.features.processor import FeatureProcessor
-from recsys_mtl.metrics.tasks import task_metrics
 from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
-from recsys_mtl.train.evaluate import batch_columns
+from recsys_mtl.train.evaluate import eval_reader, sharded_logits, stream_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,23 +39,13 @@ def weights(checkpoints: Path, config: Config) -> dict[str, torch.Tensor]:
 
 def evaluate_unsharded(run: Path) -> dict[str, dict[str, float]]:
     """The run's latest checkpoint, gathered into an unsharded model in this process, evaluated on
-    the run's eval split exactly as training evaluates (same features, same metric functions)."""
+    the run's eval split exactly as training evaluates (same features, same metric path)."""
     config = load_config(run / "config.yaml")
     module = build_train_module(config, "cpu").eval()
     load_unsharded(latest_checkpoint(run / "checkpoints"), module)
-    stats = DenseStats.load(run / "dense_stats.json")
-    source = ParquetSource(config.data.eval)
-    oracle = [c for c in ORACLE_COLUMNS if c in source.schemas[source.files[0]].names]
-    reader = BatchReader(source, FeatureProcessor(config, stats, extra_columns=oracle), batch_size=config.data.batch_size)
-    cols: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
-        for batch in reader:
-            _, (_, logits) = module(batch)
-            real = batch.weights > 0
-            for name, value in batch_columns(module.tasks, batch, logits).items():
-                cols.setdefault(name, []).append(value[real].float())
-    cols.pop("weight")
-    return task_metrics(module.tasks, {k: torch.cat(v).numpy() for k, v in cols.items()})
+    reader = eval_reader(config, DenseStats.load(run / "dense_stats.json"), config.data.eval, 0, 1)
+    streams, _ = stream_metrics(sharded_logits(module), reader, module.tasks, torch.device("cpu"), groups=config.group_key is not None)
+    return streams.metrics()
 
 
 def train_log(run: Path, event: str = "train") -> list[dict]:

@@ -32,13 +32,13 @@ def test_two_gloo_ranks_shard_tables_lower_the_loss_and_finish_on_uneven_data(sm
     assert all(table["kernel"] == "fused" for table in plan)
     logs = train_log(run)
     assert logs[-1]["step"] == 2 * 18 and logs[0]["samples_per_s"] > 0
-    for task in ("ctr", "ctcvr", "watch_time"):
+    for task in ("click", "conversion", "watch_time"):
         assert logs[-1]["loss"][task] < logs[0]["loss"][task], (task, logs[0]["loss"], logs[-1]["loss"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["train_data_quality"]["rows_read"] == 2 * 18_000
-    assert metrics["metrics"]["ctr"]["auc"] > 0.55
-    assert "oracle_auc" in metrics["metrics"]["ctr"]
-    assert "ctr" in result.stdout and "oracle" in result.stdout
+    assert metrics["metrics"]["click"]["auc"] > 0.55
+    assert "oracle_auc" in metrics["metrics"]["click"] and "conditional_auc" in metrics["metrics"]["conversion"]
+    assert "click" in result.stdout and "oracle" in result.stdout
     assert latest_checkpoint(run / "checkpoints").name == "step_00000036"
 
     # the sharded model's own evaluation is reproduced by the same weights unsharded in one process:

@@ -1,0 +1,65 @@
+"""Every task's metrics through the one streaming path, against scikit-learn on the same rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import mean_squared_error, roc_auc_score
+
+from recsys_mtl.metrics.task_streams import TaskStreams
+from recsys_mtl.tasks.graph import TaskSpec
+
+TASKS = [
+    TaskSpec("click"),
+    TaskSpec("cart", label="cart_flag", after="click"),
+    TaskSpec("purchase", label="buy", after="cart"),
+    TaskSpec("cvr", label="buy", where="click"),
+    TaskSpec("stay", type="regression", where="click"),
+]
+
+
+@pytest.fixture(scope="module")
+def columns() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = 40_000
+    p_click, p_cart, p_buy = rng.beta(2, 8, n), rng.beta(2, 5, n), rng.beta(2, 5, n)
+    click = (rng.random(n) < p_click).astype(np.float64)
+    cart = click * (rng.random(n) < p_cart)
+    buy = cart * (rng.random(n) < p_buy)
+    stay = click * rng.gamma(2.0, 5.0, n)
+    noisy = lambda p: np.clip(p + rng.normal(0, 0.05, n), 1e-4, 1 - 1e-4)  # noqa: E731
+    return {
+        "click": noisy(p_click), "cart": noisy(p_click * p_cart), "cart_given_click": noisy(p_cart),
+        "purchase": noisy(p_click * p_cart * p_buy), "purchase_given_cart": noisy(p_buy),
+        "cvr": noisy(p_cart * p_buy), "stay": stay * rng.uniform(0.5, 1.5, n),
+        "label_click": click, "label_cart": cart, "label_purchase": buy, "label_cvr": buy, "label_stay": stay,
+        "oracle_click": p_click, "oracle_cart_flag_given_click": p_cart,
+        "weight": np.r_[np.ones(n - 100), np.zeros(100)],  # the last rows are padding
+    }
+
+
+def test_every_task_is_measured_on_its_space_and_funnel_stages_also_conditionally(columns):
+    streams = TaskStreams(TASKS, set(columns), groups=False)
+    half = len(columns["weight"]) // 2
+    for part in (slice(0, half), slice(half, None)):  # two batches
+        streams.update({k: v[part] for k, v in columns.items()}, np.zeros(len(columns["weight"][part]), np.int64))
+    m = streams.metrics()
+    real = columns["weight"] > 0
+    c = {k: v[real] for k, v in columns.items()}
+    clicked, carted = c["label_click"] == 1, c["label_cart"] == 1
+    assert m["click"]["auc"] == pytest.approx(roc_auc_score(c["label_click"], c["click"]), abs=1e-4)
+    assert m["click"]["oracle_auc"] == pytest.approx(roc_auc_score(c["label_click"], c["oracle_click"]), abs=1e-4)
+    assert m["purchase"]["auc"] == pytest.approx(roc_auc_score(c["label_purchase"], c["purchase"]), abs=1e-4)
+    assert m["purchase"]["conditional_auc"] == pytest.approx(
+        roc_auc_score(c["label_purchase"][carted], c["purchase_given_cart"][carted]), abs=1e-4
+    )
+    assert m["cart"]["conditional_auc"] == pytest.approx(roc_auc_score(c["label_cart"][clicked], c["cart_given_click"][clicked]), abs=1e-4)
+    assert m["cart"]["oracle_conditional_auc"] == pytest.approx(
+        roc_auc_score(c["label_cart"][clicked], c["oracle_cart_flag_given_click"][clicked]), abs=1e-4
+    )
+    assert "conditional_auc_counterfactual" in m["cart"] and "conditional_logloss_counterfactual" not in m["cart"]
+    assert m["cvr"]["auc"] == pytest.approx(roc_auc_score(c["label_cvr"][clicked], c["cvr"][clicked]), abs=1e-4)
+    assert m["stay"]["rmse"] == pytest.approx(mean_squared_error(c["label_stay"][clicked], c["stay"][clicked]) ** 0.5, rel=1e-6)
+    assert "oracle_auc" not in m["purchase"]  # the data carries no oracle for it
+    assert {"auc", "logloss", "ne", "calibration", "pr_auc"} <= set(m["purchase"])
+    assert set(streams.curves()) == {"click", "cart", "cart_given_click", "purchase", "purchase_given_cart", "cvr", "stay"}
