@@ -88,11 +88,13 @@ def main() -> None:
         args.model, args.data = prepare_model(work)
     if args.data is None:
         raise SystemExit("--data: Parquet rows with the model's feature columns (e.g. the generated test split)")
-    scorer_config = load_scorer(args.model).config
+    served = load_scorer(args.model)
+    scorer_config = served.config
     rows = pq.read_table(args.data)
     bodies = {n: orjson.dumps(request_from_rows(rows.slice(0, n), scorer_config, "bench")) for n in args.candidates}
     cores = os.cpu_count() or 1
     print(f"model {resolve_model_path(args.model)}; {cores} cores; torch {torch.__version__}; {args.requests} requests per row")
+    print(f"outputs per candidate: {', '.join(served.outputs)}")
     # the in-process reference runs with the thread count a server worker uses
     reference = {w: in_process(args.model, bodies, default_torch_threads(w), 300) for w in args.workers}
     header = (

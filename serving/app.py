@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys_mtl import __version__
 from serving.metrics import ServerMetrics
-from serving.openapi import ERROR_RESPONSES, request_body_schema
+from serving.openapi import score_openapi
 from serving.request import RequestError, parse_request, per_candidate
 from serving.settings import Settings
 from serving.store import ModelStore, Refresh
@@ -120,7 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="recsys-mtl scoring",
         version=__version__,
-        description="Multi-task ranking: pCTR, pCVR, pCTCVR, expected watch time and a combined score per candidate.",
+        description=(
+            "Multi-task ranking: for each candidate, every output of the served model (one per task, named by "
+            "the task, plus `<task>_given_<after>` for funnel stages) and the combined ranking `score`."
+        ),
         lifespan=lifespan,
     )
     app.add_middleware(HttpMetrics, metrics=metrics)
@@ -146,8 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/score",
         summary="Score a user's candidates",
-        openapi_extra={"requestBody": request_body_schema(settings.model, settings.max_candidates)},
-        responses=ERROR_RESPONSES,
+        **score_openapi(settings.model, settings.max_candidates),
     )
     async def score(request: Request) -> Response:
         received = time.perf_counter()
@@ -164,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.model_latency.labels("features").observe(encoded_at - started)
         metrics.model_latency.labels("forward").observe(done - encoded_at)
         metrics.candidates.observe(parsed.num_candidates)
-        metrics.observe_outputs(outputs)
+        metrics.observe_outputs(outputs, scorer.probabilities)
         payload: dict[str, Any] = {"request_id": request_id, "model_version": scorer.version, "scores": per_candidate(outputs)}
         content = orjson.dumps(payload)
         timing = (

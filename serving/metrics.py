@@ -3,11 +3,17 @@
 With ``PROMETHEUS_MULTIPROC_DIR`` set (``recsys-mtl serve --workers N`` sets it), every worker writes
 its samples to files there and ``/metrics`` aggregates all workers' files (prometheus_client's
 multiprocess mode); otherwise the metrics live in this process's own registry.
+
+Scored candidates, per output of the served model (named by task, docs/tasks.md):
+``recsys_predicted_probability{output}`` for probability outputs (binary tasks' ``<task>`` and funnel
+stages' ``<task>_given_<after>``), ``recsys_predicted_value{output}`` for expected label values
+(regression / weighted-logistic tasks, log-spaced buckets), and ``recsys_ranking_score``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 import numpy as np
 from prometheus_client import (
@@ -20,10 +26,16 @@ from prometheus_client import (
     multiprocess,
 )
 
+from recsys_mtl.tasks.graph import SCORE
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 CANDIDATE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000)
 PROBABILITY_BUCKETS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
-SECONDS_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+# expected label values (seconds, counts, amounts; in the label column's units, so also milliseconds):
+# 1-3 steps from 0.01 to 10^6
+VALUE_BUCKETS = tuple(float(f"{m}e{e}") for e in range(-2, 6) for m in (1, 3)) + (1e6,)
+# the ranking score: a product of probabilities (and 1 + values) or a weighted sum, so below and above 1
+SCORE_BUCKETS = (*PROBABILITY_BUCKETS, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 300.0, 1e3, 1e4, 1e5)
 
 
 def multiprocess_dir() -> str | None:
@@ -64,14 +76,18 @@ class ServerMetrics:
             "recsys_candidates_per_request", "candidates in each scored request", buckets=CANDIDATE_BUCKETS, registry=r
         )
         self.probability = Histogram(
-            "recsys_predicted_probability", "scored candidates' predicted probabilities by output", ["output"],
-            buckets=PROBABILITY_BUCKETS, registry=r,
+            "recsys_predicted_probability",
+            "scored candidates' predicted probabilities by output (binary tasks' <task> and <task>_given_<after>)",
+            ["output"], buckets=PROBABILITY_BUCKETS, registry=r,
         )
-        self.watch_time = Histogram(
-            "recsys_predicted_watch_time_seconds", "scored candidates' expected watch time", buckets=SECONDS_BUCKETS, registry=r
+        self.value = Histogram(
+            "recsys_predicted_value",
+            "scored candidates' expected label values by output (regression / weighted-logistic tasks, in the "
+            "label column's units)",
+            ["output"], buckets=VALUE_BUCKETS, registry=r,
         )
         self.ranking_score = Histogram(
-            "recsys_ranking_score", "scored candidates' combined ranking score", buckets=PROBABILITY_BUCKETS, registry=r
+            "recsys_ranking_score", "scored candidates' combined ranking score", buckets=SCORE_BUCKETS, registry=r
         )
         self.errors = Counter("recsys_errors", "refused or failed requests by reason", ["reason"], registry=r)
         self.reloads = Counter(
@@ -82,14 +98,16 @@ class ServerMetrics:
             multiprocess_mode="liveall", registry=r,
         )
 
-    def observe_outputs(self, outputs: dict[str, np.ndarray]) -> None:
+    def observe_outputs(self, outputs: dict[str, np.ndarray], probabilities: Collection[str]) -> None:
+        """``outputs``: a scorer's ``{output: [C]}``; ``probabilities``: which of them are probabilities
+        (``Scorer.probabilities``); the other task outputs are expected values, ``score`` the ranking score."""
         for name, values in outputs.items():
-            if name == "watch_time":
-                observe_many(self.watch_time, values)
-            elif name == "score":
+            if name == SCORE:
                 observe_many(self.ranking_score, values)
-            else:
+            elif name in probabilities:
                 observe_many(self.probability.labels(name), values)
+            else:
+                observe_many(self.value.labels(name), values)
 
     def serving(self, version: str, previous: str | None) -> None:
         if previous is not None:  # set to 0, not removed: a removed label would live on in worker files

@@ -1,5 +1,8 @@
 """The OpenAPI description of ``POST /v1/score``: the body is parsed by hand (orjson, columnar
-checks), so its schema and an example built from the model's feature config are declared here."""
+checks), so its schema and an example built from the model's feature config are declared here, and the
+response schema and example list the model's outputs (docs/tasks.md), each described as a probability
+or an expected value. Both describe the version served at startup; a later version with another task
+list answers with its own outputs."""
 
 from __future__ import annotations
 
@@ -7,8 +10,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from recsys_mtl.config import DenseFeature, MultiHotFeature, load_config
+import torch
+
+from recsys_mtl.config import Config, DenseFeature, MultiHotFeature, load_config
 from recsys_mtl.export.artifact import CONFIG, ArtifactError, resolve_model_path
+from recsys_mtl.tasks.graph import SCORE, TaskSpec, chain, output_names, probability_outputs
+from recsys_mtl.tasks.outputs import predict, ranking_score
 
 log = logging.getLogger("serving")
 
@@ -22,12 +29,18 @@ FEATURE_VALUE = {
 FEATURES = {"type": "object", "additionalProperties": FEATURE_VALUE}
 
 
-def _example(model: Path) -> dict[str, Any]:
-    """A request over the model's features, placed by their configured ``side``."""
+def model_config(model: Path) -> Config | None:
+    """The config of the version ``model`` resolves to, or None (logged) when there is none yet."""
     try:
-        config = load_config(resolve_model_path(model) / CONFIG)
+        return load_config(resolve_model_path(model) / CONFIG)
     except (ArtifactError, OSError, ValueError) as exc:
-        log.warning("no example request in /docs: %s", exc)
+        log.warning("/docs without the model's features and outputs: %s", exc)
+        return None
+
+
+def _example(config: Config | None) -> dict[str, Any]:
+    """A request over the model's features, placed by their configured ``side``."""
+    if config is None:
         return {"user": {"user_id": 42}, "context": {}, "candidates": [{"item_id": 1001}, {"item_id": 1002}]}
     request: dict[str, Any] = {"request_id": "r-1", "user": {}, "context": {}, "candidates": [{}, {}]}
     for i, f in enumerate((*config.features.id_features, *config.features.dense)):
@@ -45,7 +58,7 @@ def _example(model: Path) -> dict[str, Any]:
     return request
 
 
-def request_body_schema(model: Path, max_candidates: int) -> dict[str, Any]:
+def request_body_schema(config: Config | None, max_candidates: int) -> dict[str, Any]:
     schema = {
         "type": "object",
         "required": ["candidates"],
@@ -60,29 +73,113 @@ def request_body_schema(model: Path, max_candidates: int) -> dict[str, Any]:
             },
         },
     }
-    return {"required": True, "content": {"application/json": {"schema": schema, "example": _example(model)}}}
+    return {"required": True, "content": {"application/json": {"schema": schema, "example": _example(config)}}}
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _score_formula(tasks: list[TaskSpec], combine: str, terms: dict[str, float]) -> str:
+    probabilities = probability_outputs(tasks)
+    used = [(name, w) for name, w in terms.items() if w]
+    if not used:
+        return "0"
+    if combine == "sum":
+        return " + ".join(f"{_number(w)}·{name}" for name, w in used)
+    parts = []
+    for name, e in used:
+        base = name if name in probabilities else f"(1 + {name})"
+        parts.append(base if e == 1 else f"{base}^{_number(e)}")
+    return " × ".join(parts)
+
+
+def output_descriptions(tasks: list[TaskSpec], combine: str, terms: dict[str, float]) -> dict[str, str]:
+    """``{output: what it is}`` for every output of ``tasks`` and ``score`` (docs/tasks.md)."""
+    out = {}
+    for t in tasks:
+        if t.is_binary and t.after:
+            product = " × ".join(
+                f"p({c.name})" if c.after is None else f"p({c.name} | {c.after})" for c in chain(tasks, t.name)
+            )
+            out[t.name] = f"probability of {t.name} over all impressions (funnel stage after {t.after}): {product}"
+            out[t.conditional_output] = f"probability of {t.name} given {t.after}, p({t.name} | {t.after})"
+        elif t.is_binary and t.where:
+            out[t.name] = f"probability of {t.name} given {t.where}, p({t.name} | {t.where}) (trained on {t.where}'s positive rows)"
+        elif t.is_binary:
+            out[t.name] = f"probability of {t.name} (label column {t.label!r})"
+        else:
+            given = f" given {t.where} (rows where {t.where} is positive)" if t.where else ""
+            out[t.name] = (
+                f"expected value of label column {t.label!r}{given}, in that column's units (a {t.type} task; not a probability)"
+            )
+    out[SCORE] = f"ranking score ({combine}): {_score_formula(tasks, combine, terms)}"
+    return out
+
+
+def _example_outputs(tasks: list[TaskSpec], combine: str, terms: dict[str, float]) -> list[dict[str, float]]:
+    """Two candidates' outputs from made-up tower logits, through the scorer's own functions."""
+    logits = {
+        t.name: torch.tensor([-1.5 - 0.3 * i, -2.5 - 0.3 * i] if t.is_binary else [3.5, 2.0], dtype=torch.float64)
+        for i, t in enumerate(tasks)
+    }
+    outputs = predict(tasks, logits)
+    outputs[SCORE] = ranking_score(outputs, probability_outputs(tasks), combine, terms)
+    return [{name: float(f"{float(value[i]):.4g}") for name, value in outputs.items()} for i in range(2)]
+
+
+def response_schema(config: Config | None) -> dict[str, Any]:
+    """The 200 response of ``POST /v1/score``: per candidate, the model's outputs and ``score``."""
+    if config is None:
+        item: dict[str, Any] = {
+            "type": "object", "additionalProperties": {"type": "number"},
+            "description": "every output of the model (one per task, <task>_given_<after> for funnel stages) and score",
+        }
+        example = None
+    else:
+        tasks, combine, terms = config.task_specs(), config.ranking.combine, config.ranking_terms()
+        probabilities = probability_outputs(tasks)
+        described = output_descriptions(tasks, combine, terms)
+        properties = {}
+        for name in [*output_names(tasks), SCORE]:
+            bounds = {"minimum": 0, "maximum": 1} if name in probabilities else ({} if name == SCORE else {"minimum": 0})
+            properties[name] = {"type": "number", **bounds, "description": described[name]}
+        item = {"type": "object", "required": list(properties), "properties": properties}
+        example = {"request_id": "r-1", "model_version": "v1", "scores": _example_outputs(tasks, combine, terms)}
+    schema = {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string"},
+            "model_version": {"type": "string"},
+            "scores": {"type": "array", "description": "one entry per candidate, in request order", "items": item},
+        },
+    }
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"application/json": content}
 
 
 _ERROR = {"application/json": {"schema": {
     "type": "object", "properties": {"detail": {"type": "string"}, "reason": {"type": "string"}},
 }}}
-_SCORES = {"application/json": {"schema": {
-    "type": "object",
-    "properties": {
-        "request_id": {"type": "string"},
-        "model_version": {"type": "string"},
-        "scores": {
-            "type": "array",
-            "description": "one entry per candidate, in request order",
-            "items": {"type": "object", "properties": {
-                name: {"type": "number"} for name in ("pctr", "pcvr", "pctcvr", "watch_time", "score")
-            }},
-        },
-    },
-}}}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "scores per candidate", "content": _SCORES},
     400: {"description": "the body is not JSON", "content": _ERROR},
     413: {"description": "body or candidate list too large", "content": _ERROR},
     422: {"description": "the request does not fit the model's features", "content": _ERROR},
 }
+
+
+def score_openapi(model: Path, max_candidates: int) -> dict[str, Any]:
+    """``app.post`` keyword arguments describing ``POST /v1/score`` for the model at ``model``."""
+    config = model_config(model)
+    return {
+        "openapi_extra": {"requestBody": request_body_schema(config, max_candidates)},
+        "responses": {
+            200: {
+                "description": "every output of the model per candidate (probabilities and expected values) and the ranking score",
+                "content": response_schema(config),
+            },
+            **ERROR_RESPONSES,
+        },
+    }

@@ -12,11 +12,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="model root: the version is written to OUT/VERSION")
     p.add_argument("--version", default=None, help="version name (default: v<UTC date>-<time>)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 embedding tables (CPU serving)")
-    p.add_argument("--sample-data", default=None, help="held-out Parquet for the int8 AUC check (default: the run's eval split)")
-    p.add_argument("--sample-rows", type=int, default=50_000, help="rows of the int8 AUC check")
+    p.add_argument(
+        "--sample-data", default=None,
+        help="held-out Parquet for the int8 check: each task's AUC (XAUC for non-binary tasks) with float and "
+        "int8 embeddings (default: the run's eval split)",
+    )
+    p.add_argument("--sample-rows", type=int, default=50_000, help="rows of the int8 check")
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
-        help="change the serving score formula, e.g. ranking.exponents.pctcvr=1 (only ranking.* may change)",
+        help="change the serving score formula over the model's output names (only ranking.* may change), e.g. "
+        "ranking.combine=sum 'ranking.terms={click: 1, like: 0.5}', or ranking.terms.like=2 to change one term",
     )
     p.set_defaults(run=run)
 
@@ -32,15 +37,22 @@ def run(args: argparse.Namespace) -> int:
     source, metrics = meta["source"], meta["metrics"]
     print(f"  from {source['run']} {source['checkpoint']} (written by {source['world_size']} rank(s))")
     if metrics is not None:
-        ctr = metrics["tasks"].get("ctr", {})
-        auc = f": CTR AUC {ctr['auc']:.4f}" if "auc" in ctr else ""
-        print(f"  metrics from {metrics['source']}{auc}")
+        aucs = ", ".join(f"{task} {m['auc']:.4f}" for task, m in metrics["tasks"].items() if isinstance(m, dict) and "auc" in m)
+        print(f"  metrics from {metrics['source']}" + (f": AUC {aucs}" if aucs else ""))
     quant = meta["quantization"]
     if quant is not None:
         print(f"int8 embeddings, checked on {quant['rows']:,} held-out rows of {quant['data']}:")
-        for name, entry in quant["outputs"].items():
-            line = f"  {name:<11} max |diff| {entry['max_abs_diff']:.2e}"
-            if "auc_change" in entry:
-                line += f"  AUC {entry['auc_float']:.4f} -> {entry['auc_int8']:.4f} ({entry['auc_change']:+.5f})"
-            print(line)
+        width = max(map(len, [*quant["tasks"], *quant["outputs"]]))
+        print("  per task (float -> int8):")
+        for task, entry in quant["tasks"].items():
+            name = entry["metric"].upper()
+            if "change" in entry:
+                print(f"    {task:<{width}} {name} {entry['float']:.4f} -> {entry['int8']:.4f} ({entry['change']:+.5f})")
+            else:
+                print(f"    {task:<{width}} {name} undefined: one label value on its {entry['rows']:,} rows")
+        print("  per output:")
+        for output, entry in quant["outputs"].items():
+            print(
+                f"    {output:<{width}} max |diff| {entry['max_abs_diff']:.2e}, mean relative diff {entry['mean_rel_diff']:.2e}"
+            )
     return 0

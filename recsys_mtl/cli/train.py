@@ -21,15 +21,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"{'task':<12}{'metric':<24}{'model':>10}{'oracle':>10}{'oracle-model':>14}"]
-    for task, metrics in result["metrics"].items():
-        for name, value in metrics.items():
-            if name.startswith("oracle_"):
-                continue
-            oracle = metrics.get(f"oracle_{name}")
-            gap = f"{oracle - value:>14.4f}" if oracle is not None else f"{'':>14}"
-            shown = f"{oracle:>10.4f}" if oracle is not None else f"{'-':>10}"
-            lines.append(f"{task:<12}{name:<24}{value:>10.4f}{shown}{gap}")
+    """Every task's metrics beside the oracle's (group counts stay in metrics.json)."""
+    rows = [
+        (task, name, value, metrics.get(f"oracle_{name}"))
+        for task, metrics in result["metrics"].items()
+        for name, value in metrics.items()
+        if not name.startswith("oracle_") and not name.startswith("gauc_")
+    ]
+    tw = max([4, *(len(r[0]) for r in rows)]) + 2
+    mw = max([6, *(len(r[1]) for r in rows)]) + 2
+    lines = [f"{'task':<{tw}}{'metric':<{mw}}{'model':>10}{'oracle':>10}{'oracle-model':>14}"]
+    for task, name, value, oracle in rows:
+        gap = f"{oracle - value:>14.4f}" if oracle is not None else f"{'':>14}"
+        shown = f"{oracle:>10.4f}" if oracle is not None else f"{'-':>10}"
+        lines.append(f"{task:<{tw}}{name:<{mw}}{value:>10.4f}{shown}{gap}")
     rate = result["samples_per_s"]
     lines.append(f"{result['steps']} steps on {result['world_size']} rank(s)" + (f", {rate:,.0f} samples/s" if rate else ""))
     return "\n".join(lines)

@@ -146,12 +146,25 @@ def read_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return raw
 
 
-def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``: mappings merge key by key, anything else (lists included) is replaced."""
+def _section_of(model: type[BaseModel], key: str) -> type[BaseModel] | None:
+    """The config section class of field ``key`` of ``model``; None for a value (a list, a number, or a
+    free-form mapping such as ``ranking.terms``)."""
+    field = model.model_fields.get(key)
+    annotation = field.annotation if field is not None else None
+    for arg in (*getattr(annotation, "__args__", ()), annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any], schema: type[BaseModel] = Config) -> dict[str, Any]:
+    """``top`` over ``base``: sections merge key by key; values (lists, and free-form mappings such as
+    ``ranking.terms`` or ``train.sharding``) are replaced whole, so an overlay's terms are its own."""
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+        section = _section_of(schema, key)
+        if section is not None and isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, section)
         else:
             out[key] = copy.deepcopy(value)
     return out

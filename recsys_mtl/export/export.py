@@ -6,6 +6,7 @@ import copy
 import importlib.metadata
 import json
 import logging
+import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.export.artifact import default_version, write_artifact
 from recsys_mtl.export.quantize import quantization_effect, quantize_embeddings_int8
 from recsys_mtl.export.scorer import Scorer
+from recsys_mtl.tasks.graph import SCORE, TaskSpec, output_names
 from recsys_mtl.train.run_dir import load_run
 
 log = logging.getLogger("recsys_mtl.export")
@@ -65,6 +67,44 @@ def _metrics(run: Path, checkpoint_meta: dict[str, Any]) -> dict[str, Any] | Non
     return None
 
 
+def _only_ranking(overrides: list[str]) -> None:
+    bad = [o for o in overrides if not o.startswith("ranking.")]
+    if bad:
+        raise ConfigError(f"export can only override ranking.* (the serving score formula); got {bad}")
+
+
+def ranking_config(config: Config, tasks: list[TaskSpec], overrides: list[str], source: str) -> Config:
+    """``config`` with ``ranking.*`` overrides applied (``ranking.combine=sum``,
+    ``ranking.terms={click: 1, like: 0.5}``, ``ranking.terms.like=2``: one term changed, the others kept,
+    the default terms filled in first), every term checked against the model's outputs."""
+    _only_ranking(overrides)
+    outputs = output_names(tasks)
+    legacy = [o for o in overrides if o.startswith("ranking.exponents")]
+    if legacy:
+        raise ConfigError(
+            f"{legacy}: ranking.exponents is gone; use ranking.terms.<output>=<exponent> (ranking.combine=product) "
+            f"or weights with ranking.combine=sum; this model's outputs: {outputs}"
+        )
+    raw = config_to_dict(config)
+    if raw["ranking"].get("terms") is None and any(o.startswith("ranking.terms.") for o in overrides):
+        raw["ranking"]["terms"] = config.ranking_terms()  # change one term of the default formula, keep the rest
+    raw = apply_overrides(raw, overrides)
+    terms = raw["ranking"].get("terms")
+    if terms is not None:
+        if not isinstance(terms, dict):
+            raise ConfigError(f"ranking.terms must map output names to numbers, e.g. ranking.terms={{{outputs[0]}: 1}}; got {terms!r}")
+        unknown = [name for name in terms if name not in outputs]
+        if unknown:
+            hint = f" ({SCORE!r} is the ranking score itself)" if SCORE in unknown else ""
+            raise ConfigError(f"ranking.terms: {unknown} not outputs of this model{hint}; its outputs: {outputs}")
+        not_finite = [
+            name for name, w in terms.items() if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w)
+        ]
+        if not_finite:
+            raise ConfigError(f"ranking.terms: {not_finite} must be finite numbers; got {[terms[n] for n in not_finite]}")
+    return validate_config(raw, source)
+
+
 def export_run(
     run: Path,
     root: Path,
@@ -77,15 +117,14 @@ def export_run(
 ) -> tuple[Path, dict[str, Any]]:
     """Write a new version of ``run``'s model under ``root``; returns its path and metadata.
 
-    ``overrides`` may change ``ranking.*`` only (the serving formula); the features and the network
-    are fixed by training. ``quantize="int8"`` stores int8 embedding tables and measures the AUC
-    change on up to ``sample_rows`` rows of ``sample_data`` (default: the run's eval split).
+    ``overrides`` may change ``ranking.*`` only (the serving formula, over the model's output names,
+    ``ranking_config``); the features and the network are fixed by training. ``quantize="int8"`` stores
+    int8 embedding tables and measures each task's AUC (XAUC for non-binary tasks) change on up to
+    ``sample_rows`` rows of ``sample_data`` (default: the run's eval split).
     """
-    bad = [o for o in overrides if not o.startswith("ranking.")]
-    if bad:
-        raise ConfigError(f"export can only override ranking.* (the serving score formula); got {bad}")
+    _only_ranking(overrides)  # refused before the run is loaded
     loaded = load_run(run)
-    config = validate_config(apply_overrides(config_to_dict(loaded.config), overrides), f"{run}/config.yaml")
+    config = ranking_config(loaded.config, loaded.module.tasks, list(overrides), f"{run}/config.yaml")
     model = loaded.module.model
     step, world = loaded.meta.get("step"), loaded.meta.get("world_size")
     log.info("exporting %s (checkpoint %s, step %s, written by %s ranks)", run, loaded.checkpoint.name, step, world)

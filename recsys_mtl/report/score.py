@@ -1,5 +1,6 @@
-"""Batch scoring: every task output and the ranking score for each row of a Parquet dataset, in input
-order, through the same feature path as training and serving, one row group in memory at a time."""
+"""Batch scoring: every output of the model (docs/tasks.md: ``<task>`` per task, ``<task>_given_<after>``
+per funnel stage) and the ranking ``score`` for each row of a Parquet dataset, in input order, through
+the same feature path as training and serving, one row group in memory at a time."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from recsys_mtl.progress import Progress
 log = logging.getLogger("recsys_mtl.score")
 
 
-def score_to_parquet(model: Path, data: str, out: Path, keep: list[str], batch_size: int | None = None) -> int:
+def score_to_parquet(
+    model: Path, data: str, out: Path, keep: list[str], batch_size: int | None = None, prefix: str = ""
+) -> int:
     """Score with ``model`` (a model version, a model root, or a training run directory) and write
-    ``out`` (Parquet): the ``keep`` columns as read, then ``pctr`` / ``pcvr`` / ``pctcvr`` /
-    ``watch_time`` (as the tasks provide) and ``score``. Returns the number of rows written."""
+    ``out`` (Parquet): the ``keep`` columns as read, then one float32 column per output of
+    ``Scorer.outputs`` (probabilities for binary tasks, expected label values for the others, ``score``
+    last), each named ``prefix + output``. Returns the number of rows written."""
     scorer = load_scorer(model)
     processor = scorer.processor
     source = ParquetSource(data)
@@ -29,6 +33,13 @@ def score_to_parquet(model: Path, data: str, out: Path, keep: list[str], batch_s
     missing = [c for c in keep if c not in schema.names]
     if missing:
         raise DataError(f"--keep column(s) {missing} are not in {data}; columns: {schema.names}")
+    names = {output: prefix + output for output in scorer.outputs}
+    clash = [c for c in keep if c in names.values()]
+    if clash:
+        raise DataError(
+            f"--keep column(s) {clash} have the names of output columns ({list(names.values())}); "
+            "pass --prefix (e.g. --prefix pred_) to name the outputs apart from the kept columns"
+        )
     for file in source.files:
         processor.check_schema(source.schemas[file], file)
     columns = list(dict.fromkeys([*processor.columns, *keep]))
@@ -45,7 +56,7 @@ def score_to_parquet(model: Path, data: str, out: Path, keep: list[str], batch_s
                 rows = table.slice(start, size)
                 result = rows.select(keep)
                 for name, value in scorer.score_table(rows, quality).items():
-                    result = result.append_column(name, pa.array(value))
+                    result = result.append_column(names[name], pa.array(value))
                 if writer is None:
                     writer = pq.ParquetWriter(partial, result.schema)
                 writer.write_table(result)

@@ -35,13 +35,15 @@ def regression_target(task: TaskSpec, label: torch.Tensor) -> torch.Tensor:
     return torch.log1p(scaled) if task.transform == "log1p" else scaled
 
 
-def row_weights(task: TaskSpec, labels: dict[str, torch.Tensor], weights: torch.Tensor, sample_weights: dict[str, torch.Tensor]) -> torch.Tensor:
+def row_weights(
+    task: TaskSpec, labels: dict[str, torch.Tensor], weights: torch.Tensor, sample_weights: dict[str, torch.Tensor] | None
+) -> torch.Tensor:
     """The task's weight per row: real rows, inside its ``where`` space, times its ``weight_column``."""
     w = weights
     if task.where is not None:
         w = w * labels[task.where]
-    if task.name in sample_weights:
-        w = w * sample_weights[task.name]
+    if task.weight_column is not None:  # decided by the spec, not the dict: the train pipeline fx-traces this
+        w = w * sample_weights[task.name]  # type: ignore[index]
     return w
 
 
@@ -74,8 +76,8 @@ def task_losses(
     weights: torch.Tensor,
     sample_weights: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``{task: scalar loss}`` (not yet multiplied by the task weight). Shapes: ``[B]`` everywhere."""
-    sample_weights = sample_weights or {}
+    """``{task: scalar loss}`` (not yet multiplied by the task weight). Shapes: ``[B]`` everywhere;
+    ``sample_weights`` holds the tasks with a ``weight_column``."""
     index = by_name(tasks)
     out = {}
     for name, task in index.items():

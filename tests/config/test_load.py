@@ -141,6 +141,14 @@ def test_base_chain_overlays_and_resolves_each_files_paths(tmp_path):
     assert [f.name for f in cfg.features.sparse] == ["user_id", "hour"]
 
 
+def test_an_overlay_replaces_free_form_mappings_and_merges_sections(tmp_path):
+    # ranking.terms names outputs: an overlay with other tasks must not inherit the base's terms
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**BASE, "ranking": {"combine": "sum", "terms": {"click": 1, "conversion": 2}}}))
+    (tmp_path / "one.yaml").write_text("base: base.yaml\ntasks: [{name: click}]\nranking: {terms: {click: 3}}\n")
+    cfg = load_config(tmp_path / "one.yaml")
+    assert cfg.ranking.terms == {"click": 3} and cfg.ranking.combine == "sum"
+
+
 def test_base_loops_and_missing_bases_are_named(tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")

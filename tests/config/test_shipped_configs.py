@@ -38,5 +38,5 @@ def test_shipped_config_validates(path):
 def test_example_config_describes_the_generated_demo_data():
     example = config_to_dict(load_config(ROOT / "configs" / "example.yaml"))
     generated = config_to_dict(validate_config(feature_config(GeneratorSpec())))
-    for section in ("features", "labels", "group_key"):
+    for section in ("features", "tasks", "ranking", "group_key", "train"):
         assert example[section] == generated[section], section

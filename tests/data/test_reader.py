@@ -142,7 +142,7 @@ def test_bad_rows_are_counted_and_dropped_without_changing_batch_count(small_con
     batches = list(reader)
     assert len(batches) == len(reader) == 4
     assert sum(int(b.weights.sum()) for b in batches) == 997
-    assert reader.quality.dropped_by_reason == {"watch_time_negative": 2, "watch_time_missing_or_not_finite": 1}
+    assert reader.quality.dropped_by_reason == {"watch_time_negative": 2, "watch_time_missing": 1}
     assert reader.quality.rows_dropped == 3 and reader.quality.rows_read == 1000
 
 

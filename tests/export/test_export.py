@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
 
+from recsys_mtl.config import ConfigError, apply_overrides, config_to_dict, validate_config
 from recsys_mtl.export.artifact import (
+    FORMAT,
     META,
     WEIGHTS,
     ArtifactError,
@@ -20,6 +22,7 @@ from recsys_mtl.export.artifact import (
     read_metadata,
     verify,
 )
+from recsys_mtl.export.export import ranking_config
 from recsys_mtl.export.quantize import quantize_embeddings_int8
 from recsys_mtl.export.scorer import load_scorer
 from tests.train.conftest import check, cli
@@ -27,9 +30,10 @@ from tests.train.conftest import check, cli
 
 def test_export_of_a_two_rank_checkpoint_scores_like_the_run(small_run, model_root, small_data):
     meta = json.loads((model_root / "v1" / META).read_text())
-    assert meta["format"] == "recsys-mtl-model/1" and meta["version"] == "v1"
+    assert meta["format"] == FORMAT and meta["version"] == "v1"
     assert meta["source"]["world_size"] == 2 and meta["source"]["run"] == str(small_run.resolve())
-    assert meta["metrics"]["tasks"]["ctr"]["auc"] > 0.5
+    assert meta["tasks"] == ["click", "conversion", "watch_time"]
+    assert meta["metrics"]["tasks"]["click"]["auc"] > 0.5
     assert {"torch", "torchrec", "fbgemm-gpu-cpu", "python", "recsys-mtl"} <= set(meta["libraries"])
     assert meta["quantization"] is None and "created" in meta
     # the weights file is safetensors: an 8-byte header length, then a JSON header of tensors only
@@ -70,13 +74,18 @@ def test_a_tampered_or_half_copied_version_is_refused_and_skipped(model_root, tm
         load_artifact(root / "v4")
 
 
-def test_int8_export_uses_torchrec_quantized_tables_and_reports_the_auc_change(small_run, model_root, small_data, tmp_path):
+def test_int8_export_uses_torchrec_quantized_tables_and_reports_the_change_per_task(small_run, model_root, small_data, tmp_path):
     result = check(cli("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "q", "--quantize", "int8"))
-    assert "AUC" in result.stdout
+    assert "click" in result.stdout and "AUC" in result.stdout and "XAUC" in result.stdout
     quant = json.loads((tmp_path / "q" / META).read_text())["quantization"]
     assert quant["dtype"] == "int8" and quant["rows"] == 2_000  # the run's eval split
-    ctr = quant["outputs"]["pctr"]
-    assert abs(ctr["auc_change"]) < 0.01 and ctr["auc_int8"] == pytest.approx(ctr["auc_float"] + ctr["auc_change"])
+    # every task of the task list: AUC of <task> against its label for binary tasks, XAUC for the others
+    assert {t: e["metric"] for t, e in quant["tasks"].items()} == {"click": "auc", "conversion": "auc", "watch_time": "xauc"}
+    for task, entry in quant["tasks"].items():
+        assert entry["rows"] == 2_000 and abs(entry["change"]) < 0.01, task
+        assert entry["int8"] == pytest.approx(entry["float"] + entry["change"]), task
+    assert list(quant["outputs"]) == load_scorer(model_root).outputs
+    assert all(e["max_abs_diff"] >= e["mean_abs_diff"] >= 0 for e in quant["outputs"].values())
     assert (tmp_path / "q" / WEIGHTS).stat().st_size < 0.75 * (model_root / "v1" / WEIGHTS).stat().st_size
     artifact = load_artifact(tmp_path / "q")
     assert isinstance(artifact.model.ebc, QuantEmbeddingBagCollection)
@@ -89,19 +98,48 @@ def test_int8_export_uses_torchrec_quantized_tables_and_reports_the_auc_change(s
     in_process, loaded = run_scorer.score_table(table), load_scorer(tmp_path / "q").score_table(table)
     for name, values in loaded.items():
         np.testing.assert_array_equal(values, in_process[name], err_msg=name)
-    difference = np.abs(loaded["pctr"] - reference["pctr"])
+    difference = np.abs(loaded["click"] - reference["click"])
     assert 0 < difference.max() < 0.02  # quantized for real, and close
 
 
 def test_export_overrides_only_the_ranking_formula(small_run, tmp_path):
-    check(cli("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "r", "ranking.exponents.pctcvr=2"))
-    assert load_artifact(tmp_path / "r").config.ranking.exponents["pctcvr"] == 2.0
+    check(cli("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "r", "ranking.terms.conversion=2"))
+    ranking = load_artifact(tmp_path / "r").config.ranking
+    assert ranking.combine == "product" and ranking.terms == {"click": 1.0, "conversion": 2.0, "watch_time": 0.5}
+    check(cli(
+        "export", "--run", str(small_run), "--out", str(tmp_path), "--version", "s",
+        "ranking.combine=sum", "ranking.terms={click: 1, conversion_given_click: 0.25}",
+    ))
+    ranking = load_artifact(tmp_path / "s").config.ranking
+    assert ranking.combine == "sum" and ranking.terms == {"click": 1.0, "conversion_given_click": 0.25}
+    for override, name in (("ranking.terms.pctr=1", "'pctr'"), ("ranking.terms={click: 1, pctcvr: 0.5}", "'pctcvr'")):
+        unknown = cli("export", "--run", str(small_run), "--out", str(tmp_path), override)
+        assert unknown.returncode == 2 and name in unknown.stderr, unknown.stderr
+        assert "['click', 'conversion', 'conversion_given_click', 'watch_time']" in unknown.stderr, unknown.stderr
+    legacy = cli("export", "--run", str(small_run), "--out", str(tmp_path), "ranking.exponents.pctcvr=2")
+    assert legacy.returncode == 2 and "ranking.terms" in legacy.stderr
+    score = cli("export", "--run", str(small_run), "--out", str(tmp_path), "ranking.terms.score=1")
+    assert score.returncode == 2 and "ranking score itself" in score.stderr
     bad = cli("export", "--run", str(small_run), "--out", str(tmp_path), "model.backbone=ple")
     assert bad.returncode == 2 and "ranking.*" in bad.stderr
     again = cli("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "r")
     assert again.returncode == 2 and "already exists" in again.stderr
     missing = cli("export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path))
     assert missing.returncode == 2 and "not a training run directory" in missing.stderr
+
+
+def test_one_term_override_keeps_the_default_terms(small_config):
+    tasks = small_config.task_specs()
+    default = validate_config(apply_overrides(config_to_dict(small_config), ["ranking.terms=null"]))
+    assert default.ranking.terms is None and default.ranking_terms() == {"click": 1.0, "conversion": 1.0, "watch_time": 1.0}
+    changed = ranking_config(default, tasks, ["ranking.terms.watch_time=0.25"], "<test>")
+    assert changed.ranking.terms == {"click": 1.0, "conversion": 1.0, "watch_time": 0.25}
+    summed = ranking_config(default, tasks, ["ranking.combine=sum"], "<test>")
+    assert summed.ranking.combine == "sum" and summed.ranking_terms() == default.ranking_terms()
+    with pytest.raises(ConfigError, match=r"\['like'\] not outputs of this model.*'conversion_given_click'"):
+        ranking_config(default, tasks, ["ranking.terms.like=1"], "<test>")
+    with pytest.raises(ConfigError, match="finite"):
+        ranking_config(default, tasks, ["ranking.terms.click=.inf"], "<test>")
 
 
 def test_an_exported_model_evaluates_like_its_run(small_run, model_root, small_data, tmp_path):

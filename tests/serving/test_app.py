@@ -50,6 +50,10 @@ def test_server_scores_equal_batch_scores_of_the_same_rows(client, model_root, s
     out = tmp_path / "scores.parquet"
     check(cli("score", "--model", str(model_root), "--data", str(tmp_path / "rows.parquet"), "--out", str(out)))
     offline = pq.read_table(out)
+    outputs = client.app.state.store.current.scorer.outputs
+    # every task's output, the funnel stage's conditional one, then the score (classic generated tasks)
+    assert outputs == ["click", "conversion", "conversion_given_click", "watch_time", "score"]
+    assert offline.column_names == outputs
     for start in range(0, rows.num_rows, GROUP):
         response = post(client, request_from_rows(rows.slice(start, GROUP), config, f"r{start}"))
         assert response.status_code == 200, response.text
@@ -58,7 +62,8 @@ def test_server_scores_equal_batch_scores_of_the_same_rows(client, model_root, s
         assert response.headers["x-request-id"] == f"r{start}"
         timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
         assert set(timing) == {"parse", "features", "forward", "total"} and float(timing["total"]) > 0
-        for name in ("pctr", "pcvr", "pctcvr", "watch_time", "score"):
+        assert all(list(s) == outputs for s in body["scores"])
+        for name in outputs:
             online = np.array([s[name] for s in body["scores"]])
             expected = offline.column(name).to_numpy()[start : start + GROUP]
             np.testing.assert_allclose(online, expected, rtol=1e-5, atol=1e-7, err_msg=name)
@@ -180,8 +185,10 @@ def test_metrics_count_requests_latency_candidates_scores_errors_and_version(cli
     assert delta("recsys_model_duration_seconds_count", stage="features") == 1
     assert delta("recsys_candidates_per_request_sum") == 7
     assert delta("recsys_candidates_per_request_bucket", le="10.0") == 1
-    assert delta("recsys_predicted_probability_count", output="pctr") == 7
-    assert delta("recsys_predicted_watch_time_seconds_count") == 7
+    for output in ("click", "conversion", "conversion_given_click"):
+        assert delta("recsys_predicted_probability_count", output=output) == 7, output
+    assert delta("recsys_predicted_value_count", output="watch_time") == 7
+    assert delta("recsys_predicted_probability_count", output="watch_time") == 0
     assert delta("recsys_ranking_score_count") == 7
     assert delta("recsys_errors_total", reason="empty_candidates") == 1
     assert delta("recsys_errors_total", reason="not_found") == 1
@@ -210,7 +217,17 @@ def test_probes_and_docs(client):
     assert body["schema"]["properties"]["candidates"]["maxItems"] == 64
     example = body["example"]  # built from the model's features by side
     assert "user_id" in example["user"] and "hour" in example["context"] and "item_id" in example["candidates"][0]
-    assert post(client, example).status_code == 200
+    answer = post(client, example)
+    assert answer.status_code == 200
+    # the response schema and example list the model's outputs, each said to be a probability or an expected value
+    ok = spec["paths"]["/v1/score"]["post"]["responses"]["200"]["content"]["application/json"]
+    outputs = ok["schema"]["properties"]["scores"]["items"]["properties"]
+    assert list(outputs) == list(answer.json()["scores"][0]) == ["click", "conversion", "conversion_given_click", "watch_time", "score"]
+    assert all("probability" in outputs[name]["description"] for name in ("click", "conversion", "conversion_given_click"))
+    assert "expected value" in outputs["watch_time"]["description"] and "ranking score" in outputs["score"]["description"]
+    assert outputs["click"]["maximum"] == 1 and "maximum" not in outputs["watch_time"]
+    assert [list(s) for s in ok["example"]["scores"]] == [list(outputs)] * 2
+    assert "pctr" not in json.dumps(spec) and "watch time" not in spec["info"]["description"]
 
 
 def test_admin_reload_needs_the_bearer_token(client, model_root):

@@ -124,6 +124,10 @@ def test_two_workers_sum_their_metrics_and_follow_new_versions(model_root, small
         total = sum(s.value for s in scored if s.labels["route"] == "/v1/score" and s.labels["status"] == "2xx")
         assert total == 30  # whichever worker answers the scrape, it reports both workers' counts
         assert sum(s.value for s in samples(url, "recsys_candidates_per_request_sum")) == 30 * 50
+        # the score histograms too, per output: probabilities, expected values and the ranking score
+        for metric, output in (("recsys_predicted_probability_count", "conversion_given_click"), ("recsys_predicted_value_count", "watch_time")):
+            assert sum(s.value for s in samples(url, metric) if s.labels["output"] == output) == 30 * 50, (metric, output)
+        assert sum(s.value for s in samples(url, "recsys_ranking_score_count")) == 30 * 50
         serving = {s.labels["pid"] for s in samples(url, "recsys_model_info") if s.value == 1}
         assert len(serving) == 2  # both workers loaded v1
         with Traffic(url, body, new_connection_each=True) as traffic:
