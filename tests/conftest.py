@@ -7,10 +7,15 @@ from pathlib import Path
 import pytest
 
 from recsys_mtl.config import Config, load_config
-from recsys_mtl.data.synthetic import GeneratorSpec, generate
+from recsys_mtl.data.synthetic import PRESETS, GeneratorSpec, generate
 
 SMALL = GeneratorSpec(
     rows=20_000, num_users=2_000, num_items=1_000, rows_per_file=6_000, row_group_size=2_048, seed=7
+)
+# six objectives: click; like, follow, finish after click; share; watch time
+VIDEO = GeneratorSpec(
+    rows=8_000, num_users=800, num_items=400, rows_per_file=4_000, row_group_size=1_024,
+    calibration_rows=20_000, seed=11, objectives=PRESETS["video"],
 )
 
 
@@ -19,6 +24,14 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory with train/ (several files, several row groups each), test/ and config.yaml."""
     out = tmp_path_factory.mktemp("synthetic")
     generate(out, SMALL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def video_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small six-objective dataset (the generator's ``video`` preset) with its config.yaml."""
+    out = tmp_path_factory.mktemp("video")
+    generate(out, VIDEO)
     return out
 
 

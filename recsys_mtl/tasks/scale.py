@@ -56,6 +56,6 @@ def dwarfing(values: dict[str, float], what: str, tasks: list[TaskSpec]) -> str 
         if task.type != "binary" else "lower its weight or pick a balancing strategy"
     )
     return (
-        f"task {big!r}'s {what} ({finite[big]:.4g}) is {ratio:,.0f}x the other tasks' median ({reference:.4g}): "
+        f"task {big!r}: {what} {finite[big]:.4g} is {ratio:,.0f}x the other tasks' median ({reference:.4g}); "
         f"it will dominate the shared layers; {fix}"
     )

@@ -30,3 +30,21 @@ def test_a_gradnorm_run_stopped_and_resumed_matches_an_uninterrupted_one(small_c
     assert "balancer.task_weights" in a and "balancer.initial_losses" in a
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("strategy", ["gradnorm", "pcgrad", "dwa", "uncertainty"])
+def test_every_strategy_balances_six_objectives_on_two_ranks(video_data, tmp_path, strategy):
+    run = tmp_path / "run"
+    check(cli(
+        "train", "--config", str(video_data / "config.yaml"), "--out", str(run), "--nproc", "2",
+        "data.batch_size=256", "model.hidden_dims=[32,16]", "model.tower_dims=[16]", "train.log_every_steps=3",
+        "train.max_steps=12", "data.eval=null", f"train.balancing.strategy={strategy}", "train.balancing.dwa_window_steps=2",
+    ))
+    names = ["click", "like", "follow", "share", "finish", "watch_time"]
+    last = train_log(run)[-1]
+    assert list(last["task_weights"]) == names and all(torch.isfinite(torch.tensor(list(last["task_weights"].values()))))
+    assert all(torch.isfinite(torch.tensor(v)) for v in last["loss"].values())
+    assert len(last["task_grad_cosine"]) == 15  # every pair of the six
+    if strategy in ("gradnorm", "dwa"):
+        assert sum(last["task_weights"].values()) == pytest.approx(6.0, rel=1e-4)
+        assert last["task_weights"] != dict.fromkeys(names, 1.0)  # the weights moved

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_mtl.config import load_config
-from recsys_mtl.data.synthetic import PRESETS, GeneratorSpec, generate
+from recsys_mtl.data.synthetic import PRESETS
 from recsys_mtl.export.export import export_run
 from serving.rows import request_from_rows
 from tests.conftest import SMALL_MODEL
@@ -33,24 +33,19 @@ SUM_TERMS = {"click": 1.0, "like_given_click": 0.5, "share": 2.0, "watch_time": 
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A small video-preset dataset, a briefly trained one-rank run of it, and a model root holding
+def video(video_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small video-preset dataset, a briefly trained one-rank run of it, and a model root holding
     ``v1`` (its configured product ranking) and ``sum`` (a weighted-sum ranking)."""
     assert VIDEO == ("click", "like", "follow", "share", "finish", "watch_time")
     out = tmp_path_factory.mktemp("video")
-    spec = GeneratorSpec(
-        rows=8_000, num_users=800, num_items=400, rows_per_file=4_000, row_group_size=1_024,
-        calibration_rows=20_000, seed=11, objectives=VIDEO,
-    )
-    generate(out / "data", spec)
     check(cli(
-        "train", "--config", str(out / "data" / "config.yaml"), "--out", str(out / "run"), *SMALL_MODEL,
+        "train", "--config", str(video_data / "config.yaml"), "--out", str(out / "run"), *SMALL_MODEL,
         "train.max_steps=30", "data.eval=null",
     ))
     terms = "{" + ", ".join(f"{k}: {v}" for k, v in SUM_TERMS.items()) + "}"
     export_run(out / "run", out / "models", version="v1")
     export_run(out / "run", out / "sums", version="sum", overrides=["ranking.combine=sum", f"ranking.terms={terms}"])
-    return {"data": out / "data", "run": out / "run", "models": out / "models", "sums": out / "sums"}
+    return {"data": video_data, "run": out / "run", "models": out / "models", "sums": out / "sums"}
 
 
 @pytest.fixture(scope="module")
