@@ -39,10 +39,19 @@ def test_generate_then_validate_data_end_to_end(tmp_path, capsys):
     summary = json.loads((tmp_path / "v" / "summary.json").read_text())
     assert summary["train"]["rows"] == 5400 and summary["train"]["quality"]["rows_dropped"] == 0
     assert 0 < summary["train"]["features"]["user_age"]["buckets_seen"] <= 11
-    assert 0.01 < summary["train"]["labels"]["mean_click"] < 0.08
+    assert 0.01 < summary["train"]["labels"]["click"] < 0.08
+    assert summary["train"]["warnings"] == [] and summary["train"]["loss_at_init"]["click"] > 0.69
     saved = yaml.safe_load((tmp_path / "v" / "config.yaml").read_text())
     assert saved["data"]["batch_size"] == 1000
     assert set(json.loads((tmp_path / "v" / "dense_stats.json").read_text())) == {"price", "item_ctr_7d", "user_activity"}
+
+
+def test_validate_data_warns_when_a_label_in_other_units_would_swamp_the_other_tasks(small_config_path, capsys):
+    # watch time as if logged in milliseconds: its loss at initialisation dwarfs the binary tasks'
+    assert main(["validate-data", "--config", str(small_config_path), "--split", "train", "tasks.watch_time.scale=1000"]) == 0
+    logged = capsys.readouterr().err
+    assert "WARNING" in logged and "task 'watch_time': loss at initialisation" in logged
+    assert "set tasks.watch_time.scale" in logged
 
 
 def test_config_command_prints_resolved_yaml_with_overrides(small_data, capsys):

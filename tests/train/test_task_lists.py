@@ -34,3 +34,12 @@ def test_a_three_stage_funnel_trains_and_reports_every_stage_conditionally(small
     assert {"auc", "conditional_auc", "oracle_conditional_auc"} <= set(metrics["conversion"])
     assert {"auc", "conditional_auc"} <= set(metrics["repeat"])
     assert {"rmse", "xauc", "oracle_rmse"} <= set(metrics["watch_time"])  # regression on clicked rows
+
+
+def test_training_warns_at_the_first_log_step_when_one_task_swamps_the_others(small_config_path, tmp_path):
+    run = tmp_path / "run"
+    result = check(cli("train", "--config", str(small_config_path), "--out", str(run), *SMALL, "train.max_steps=10", "tasks.watch_time.scale=1000"))
+    warnings = train_log(run, "warning")
+    assert warnings and warnings[0]["step"] == 5
+    assert any("task 'watch_time': mean loss" in w["message"] for w in warnings)
+    assert "set tasks.watch_time.scale" in result.stderr
