@@ -21,6 +21,7 @@ import httpx
 import pyarrow.parquet as pq
 
 from recsys_mtl.config import load_config
+from recsys_mtl.report.headline import headline_text
 from serving.launch import free_port, running_server
 from serving.rows import request_from_rows
 
@@ -33,23 +34,15 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-HEADLINE = {
-    "ctr": ("auc", "gauc", "calibration"),
-    "ctcvr": ("auc", "cvr_auc_entire_space", "cvr_auc_clicked"),
-    "watch_time": ("xauc", "rmse"),
-}
-
-
-def headline_table(report: dict) -> str:
-    """The headline metrics of each task, the oracle's (the generator's true probabilities) beside."""
-    lines = [f"{'task':<11} {'metric':<22} {'model':>8} {'oracle':>8}"]
-    for task, names in HEADLINE.items():
-        metrics = report["tasks"].get(task, {}).get("metrics", {})
-        for name in names:
-            if name in metrics:
-                oracle = metrics.get(f"oracle_{name}")
-                shown = f"{oracle:>8.4f}" if oracle is not None else f"{'-':>8}"
-                lines.append(f"{task:<11} {name:<22} {metrics[name]:>8.4f} {shown}")
+def candidate_table(scores: list[dict[str, float]]) -> str:
+    """One line per candidate, one column per output the server answered with (named by task, as the
+    model's task list makes them, then the ranking score)."""
+    names = list(dict.fromkeys(name for candidate in scores for name in candidate))
+    widths = [max(len(name), 10) for name in names]
+    lines = ["  candidate  " + "  ".join(name.rjust(w) for name, w in zip(names, widths, strict=True))]
+    for i, candidate in enumerate(scores):
+        values = (f"{candidate[n]:.4g}" if n in candidate else "-" for n in names)
+        lines.append(f"  {i:>9}  " + "  ".join(v.rjust(w) for v, w in zip(values, widths, strict=True)))
     return "\n".join(lines)
 
 
@@ -71,8 +64,7 @@ def serve_and_score(model_root: Path, config_path: Path, port: int) -> None:
         print(f"-> {response.status_code} (server time: {response.headers.get('server-timing', '?')})")
         body = response.json()
         print(json.dumps({k: v for k, v in body.items() if k != "scores"}))
-        for i, scores in enumerate(body["scores"]):
-            print(f"  candidate {i}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        print(candidate_table(body["scores"]))
         scored = [line for line in httpx.get(url + "/metrics").text.splitlines() if line.startswith("recsys_http_requests_total")]
         print("\n".join(scored))
     say("server stopped")
@@ -91,7 +83,9 @@ def main() -> int:
         return code
     report = Path(manifest("evaluate")["outputs"]["report"])
     say(f"evaluation report: {report / 'report.html'}")
-    print(headline_table(json.loads((report / "metrics.json").read_text())))
+    # per task, the headline metrics its type and place in the task graph call for (binary: auc, plus gauc
+    # and calibration on every row or conditional_auc for a funnel stage; regression: xauc, rmse)
+    print(headline_text(json.loads((report / "metrics.json").read_text())))
     publish = manifest("publish")["outputs"]
     serve_and_score(Path(publish["path"]).parent, Path(manifest("generate")["outputs"]["config"]), args.port or free_port())
     say(f"demo done in {time.monotonic() - started:.0f} s: report {report / 'report.html'}, model {publish['path']}")

@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not under_launcher():
         return relaunch(args.nproc)
-    from recsys_mtl.report.evaluate import evaluate_run, headline
+    from recsys_mtl.report.evaluate import evaluate_run
+    from recsys_mtl.report.headline import headline_text
     from recsys_mtl.train.distributed import init_distributed, shutdown
 
     out = args.out
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     shutdown()
     if os.environ.get("RANK", "0") == "0":
-        print(headline(report))
-        print(f"report: {out / 'report.html'} ({report['rows']:,} rows)")
+        # the headline metrics of each task by its type and place in the task graph; every metric is in
+        # the report
+        print(headline_text(report))
+        print(f"report: {out / 'report.html'} ({report['rows']:,} rows; every metric in {out / 'metrics.json'})")
     return 0

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from recsys_mtl.report.render import format_value
+from recsys_mtl.report.document import format_value
 
 
 def hanley_mcneil_se(auc: float, positives: float, negatives: float) -> float:
@@ -25,31 +25,48 @@ def hanley_mcneil_se(auc: float, positives: float, negatives: float) -> float:
     return math.sqrt(max(var, 0.0))
 
 
-def _class_counts(report: dict[str, Any], task: str, metric: str) -> tuple[float, float] | None:
-    """Positive / negative weight behind an AUC, from the report's histogram of that view."""
-    view = {"auc": None, "cvr_auc_clicked": "cvr_clicked", "cvr_auc_entire_space": "cvr_entire_space"}.get(metric, "")
-    if view == "":
-        return None
-    for name, curve in report.get("curves", {}).items():
-        if curve.get("task") == task and (view is None and name in ("ctr", "ctcvr") or name == view) and "histogram" in curve:
-            return sum(curve["histogram"]["positive"]), sum(curve["histogram"]["negative"])
+def auc_curve(report: dict[str, Any], task: str, metric: str) -> str | None:
+    """The curve (output) behind an AUC of the report: ``auc`` is the task's output ``<task>`` on its
+    space, ``conditional_auc`` a funnel stage's ``<task>_given_<after>`` on its parent's positive rows;
+    other metrics have none."""
+    if metric == "auc":
+        return task
+    if metric == "conditional_auc":
+        after = ((report.get("tasks") or {}).get(task) or {}).get("after")
+        return f"{task}_given_{after}" if after else None
     return None
 
 
+def class_counts(report: dict[str, Any], task: str, metric: str) -> tuple[float, float] | None:
+    """Positive / negative weight behind an AUC, from the report's histogram of that curve."""
+    name = auc_curve(report, task, metric)
+    curve = (report.get("curves") or {}).get(name) if name else None
+    if not curve or curve.get("task", task) != task:
+        return None
+    histogram = curve.get("histogram") or {}
+    if "positive" not in histogram or "negative" not in histogram:
+        return None
+    positives = sum(v for v in histogram["positive"] if v is not None)
+    negatives = sum(v for v in histogram["negative"] if v is not None)
+    return (positives, negatives) if positives > 0 and negatives > 0 else None
+
+
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (task, metric) present in either report: a, b, b − a, and for AUCs the z score."""
+    """One row per (task, metric) present in either report (the oracle's left out): a, b, b − a, and for
+    the AUCs with a curve (``auc``, ``conditional_auc``) the z score of the difference."""
     rows = []
-    for task in dict.fromkeys([*a["tasks"], *b["tasks"]]):
-        ma = a["tasks"].get(task, {}).get("metrics", {})
-        mb = b["tasks"].get(task, {}).get("metrics", {})
+    tasks_a, tasks_b = a.get("tasks") or {}, b.get("tasks") or {}
+    for task in dict.fromkeys([*tasks_a, *tasks_b]):
+        ma = (tasks_a.get(task) or {}).get("metrics") or {}
+        mb = (tasks_b.get(task) or {}).get("metrics") or {}
         for metric in dict.fromkeys([*ma, *mb]):
             if metric.startswith("oracle_"):
                 continue
             va, vb = ma.get(metric), mb.get(metric)
             row: dict[str, Any] = {"task": task, "metric": metric, "a": va, "b": vb, "delta": None, "z": None, "significant": None}
-            if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va is not None and vb is not None:
+            if _number(va) and _number(vb):
                 row["delta"] = vb - va
-                ca, cb = _class_counts(a, task, metric), _class_counts(b, task, metric)
+                ca, cb = class_counts(a, task, metric), class_counts(b, task, metric)
                 if ca and cb and all(math.isfinite(x) for x in (va, vb)):
                     se = math.hypot(hanley_mcneil_se(va, *ca), hanley_mcneil_se(vb, *cb))
                     if se > 0:
@@ -57,6 +74,10 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                         row["significant"] = abs(row["z"]) > 1.96
             rows.append(row)
     return rows
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def load_report(path: Path) -> dict[str, Any]:
@@ -80,11 +101,14 @@ def _mark(row: dict[str, Any]) -> str:
 
 
 def to_text(rows: list[dict[str, Any]], name_a: str, name_b: str) -> str:
-    header = f"{'task':<12}{'metric':<30}{'A':>12}{'B':>12}{'B - A':>12}  AUC test"
+    task_w = max([len("task"), *(len(r["task"]) for r in rows)]) + 2
+    metric_w = max([len("metric"), *(len(r["metric"]) for r in rows)]) + 2
+    header = f"{'task':<{task_w}}{'metric':<{metric_w}}{'A':>12}{'B':>12}{'B - A':>12}  AUC test"
     lines = [f"A: {name_a}", f"B: {name_b}", header]
     for r in rows:
         delta = _delta(r["delta"])
-        lines.append(f"{r['task']:<12}{r['metric']:<30}{format_value(r['a']):>12}{format_value(r['b']):>12}{delta:>12}  {_mark(r)}")
+        line = f"{r['task']:<{task_w}}{r['metric']:<{metric_w}}{format_value(r['a']):>12}{format_value(r['b']):>12}"
+        lines.append(f"{line}{delta:>12}  {_mark(r)}".rstrip())
     lines.append("* |z| > 1.96: the AUC difference exceeds two standard errors (Hanley-McNeil, unpaired)")
     return "\n".join(lines)
 

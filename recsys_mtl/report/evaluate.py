@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -94,17 +93,3 @@ def task_entry(task: TaskSpec) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": task.type, "label": task.label}
     entry.update({k: v for k, v in (("after", task.after), ("where", task.where)) if v is not None})
     return entry
-
-
-def headline(report: dict[str, Any]) -> str:
-    """One line per task: its metrics, the oracle's beside them."""
-    lines = []
-    for task, entry in report["tasks"].items():
-        m = entry["metrics"]
-        shown = [
-            f"{k} {v:.4f}" + (f" (oracle {m['oracle_' + k]:.4f})" if f"oracle_{k}" in m else "")
-            for k, v in m.items()
-            if not k.startswith("oracle_") and isinstance(v, float) and np.isfinite(v)
-        ]
-        lines.append(f"{task}: " + ", ".join(shown))
-    return "\n".join(lines)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 DPI = 100
 FIGSIZE = (6.4, 4.8)
 # A series whose positive values span this ratio or more is drawn on a log axis: score histograms
-# (4% positives) and watch-time targets (mostly zeros) are unreadable on a linear one.
+# (rare positives) and regression targets (mostly zeros, heavy tails) are unreadable on a linear one.
 LOG_SPAN = 100.0
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float | None]]]
@@ -93,7 +93,7 @@ def pr_png(title: str, pr: Mapping) -> bytes:
 def calibration_png(title: str, calibration: Mapping, xlabel: str, ylabel: str) -> bytes:
     """Mean prediction against the observed mean per bin, the diagonal, and rows per bin as light bars.
 
-    Used for classification (observed positive rate) and watch time (mean target).
+    Used for binary views (observed positive rate) and regression views (mean target).
     """
     predicted, observed = _arr(calibration["predicted"]), _arr(calibration["observed"])
     counts = _arr(calibration.get("count", [np.nan] * len(predicted)))
@@ -144,10 +144,11 @@ def score_histogram_png(title: str, histogram: Mapping) -> bytes:
     return _histogram_png(title, histogram["edges"], series, "predicted probability")
 
 
-def watch_time_histogram_png(title: str, histogram: Mapping) -> bytes:
-    """Histogram of predicted and target watch time (counts per bin)."""
+def value_histogram_png(title: str, histogram: Mapping) -> bytes:
+    """Histogram of a regression view's predicted values and targets (counts per bin), in the label
+    column's units."""
     series = {"predicted": histogram["predicted"], "target": histogram["target"]}
-    return _histogram_png(title, histogram["edges"], series, "watch time")
+    return _histogram_png(title, histogram["edges"], series, "value (predicted or target)")
 
 
 def series_png(title: str, series: Series, ylabel: str) -> bytes:

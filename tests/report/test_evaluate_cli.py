@@ -10,7 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from recsys_mtl.config import load_config
 from recsys_mtl.data.source import ParquetSource
+from recsys_mtl.tasks.graph import output_names, probability_outputs
 from tests.conftest import SMALL_MODEL
 from tests.train.conftest import check, cli, evaluate_unsharded
 
@@ -40,7 +42,7 @@ def test_report_streams_equal_the_in_memory_metrics_and_the_html_shows_metrics_j
     assert "oracle" in result.stdout
     report = json.loads((report_dir / "metrics.json").read_text())
     assert report["rows"] == 2_000
-    in_memory = evaluate_unsharded(runs["mmoe"])  # every prediction in memory, exact metric functions
+    in_memory = evaluate_unsharded(runs["mmoe"])  # one process, the run's own batch size, no CLI
     for task, values in in_memory.items():
         streamed = report["tasks"][task]["metrics"]
         for name, value in values.items():
@@ -49,19 +51,19 @@ def test_report_streams_equal_the_in_memory_metrics_and_the_html_shows_metrics_j
                 # conversions in 2,000 rows one tied pair moves an AUC by 5e-4
                 tolerance = 0.01 if "xauc" in name else 1e-3
                 assert streamed[name] == pytest.approx(value, abs=tolerance), (task, name)
-    ctr = report["tasks"]["ctr"]["metrics"]
-    assert {
-        "auc",
-        "gauc",
-        "gauc_groups",
-        "gauc_skipped_groups",
-        "logloss",
-        "ne",
-        "calibration",
-        "pr_auc",
-        "oracle_auc",
-    } <= set(ctr)
-    assert {"rmse", "mae", "xauc", "oracle_xauc"} <= set(report["tasks"]["watch_time"]["metrics"])
+    for task, entry in report["tasks"].items():
+        names = set(entry["metrics"])
+        if entry["type"] == "binary":
+            expected = {"auc", "logloss", "ne", "calibration", "pr_auc", "oracle_auc"}
+            if not entry.get("where"):
+                expected |= {"gauc", "gauc_groups", "gauc_skipped_groups"}
+            if entry.get("after"):
+                expected |= {"conditional_auc", "conditional_logloss", "oracle_conditional_auc", "conditional_auc_counterfactual"}
+        else:
+            expected = {"rmse", "mae", "xauc", "oracle_xauc"}
+        assert expected <= names, (task, expected - names)
+    assert any(entry.get("after") for entry in report["tasks"].values())  # the default data has a funnel
+    assert {entry["type"] for entry in report["tasks"].values()} > {"binary"}  # and a regression-like task
 
     html = (report_dir / "report.html").read_text()
     markdown = (report_dir / "report.md").read_text()
@@ -70,9 +72,16 @@ def test_report_streams_equal_the_in_memory_metrics_and_the_html_shows_metrics_j
     from recsys_mtl.report.render import format_value
 
     for task, entry in report["tasks"].items():
+        assert f"<h3>{task} ({entry['type']})</h3>" in html and f"### {task} ({entry['type']})" in markdown
         for name, value in entry["metrics"].items():
             assert format_value(value) in html and format_value(value) in markdown, (task, name)
-    assert (report_dir / "plots" / "ctr_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for curve, entry in report["curves"].items():
+        parts = ("roc", "pr", "calibration", "histogram") if entry["kind"] == "binary" else ("histogram", "calibration")
+        for part in parts:
+            png = report_dir / "plots" / f"{curve}_{part}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+            assert f"(plots/{png.name})" in markdown
+    assert set(report["curves"]) == set(output_names(load_config(runs["mmoe"] / "config.yaml").task_specs()))
 
 
 def test_two_rank_evaluation_equals_one_rank(runs, small_data, tmp_path):
@@ -96,13 +105,15 @@ def test_compare_lines_up_two_reports_with_deltas(runs, small_data, tmp_path):
         check(evaluate(str(run), str(small_data / "test"), str(reports[name])))
     page = tmp_path / "compare.html"
     result = check(cli("compare", str(reports["shared_bottom"]), str(reports["mmoe"]), "--html", str(page)))
-    a = json.loads((reports["shared_bottom"] / "metrics.json").read_text())["tasks"]["ctr"]["metrics"]["auc"]
-    b = json.loads((reports["mmoe"] / "metrics.json").read_text())["tasks"]["ctr"]["metrics"]["auc"]
-    line = next(
-        line for line in result.stdout.splitlines() if line.startswith("ctr") and line.split()[1] == "auc"
-    )
-    assert f"{b - a:+.4f}" in line and "z = " in line
-    assert f"{b - a:+.4f}" in page.read_text()
+    a, b = (json.loads((reports[n] / "metrics.json").read_text())["tasks"] for n in ("shared_bottom", "mmoe"))
+    stage = next(task for task, entry in b.items() if entry.get("after"))  # a funnel stage
+    for task, metric in ((stage, "auc"), (stage, "conditional_auc")):
+        delta = b[task]["metrics"][metric] - a[task]["metrics"][metric]
+        line = next(line for line in result.stdout.splitlines() if line.split()[:2] == [task, metric])
+        assert f"{delta:+.4f}" in line and "z = " in line, line
+        assert f"{delta:+.4f}" in page.read_text()
+    logloss = next(line for line in result.stdout.splitlines() if line.split()[:2] == [stage, "logloss"])
+    assert "z = " not in logloss  # the AUC test is for AUCs only
     missing = cli("compare", str(tmp_path / "nowhere"), str(reports["mmoe"]))
     assert missing.returncode == 2 and "metrics.json" in missing.stderr
 
@@ -120,8 +131,11 @@ def test_score_keeps_input_order_and_named_columns(runs, small_data, tmp_path):
     assert scores.num_rows == 2_000
     assert scores.column("row_id").to_pylist() == original.column("row_id").to_pylist()
     assert scores.schema.field("row_id").type == original.schema.field("row_id").type
-    assert {"pctr", "pcvr", "pctcvr", "watch_time", "score"} <= set(scores.column_names)
-    pctr = scores.column("pctr").to_numpy()
-    assert np.all((pctr > 0) & (pctr < 1))
+    config = load_config(runs["mmoe"] / "config.yaml")
+    assert scores.column_names[:2] == ["row_id", "user_id"]
+    assert set(scores.column_names[2:]) == {*output_names(config.task_specs()), "score"}  # every output by name
+    for name in probability_outputs(config.task_specs()):
+        p = scores.column(name).to_numpy()
+        assert np.all((p > 0) & (p < 1)), name
     bad = score(runs["mmoe"], small_data / "test", out, "--keep", "nope")
     assert bad.returncode == 2 and "nope" in bad.stderr
