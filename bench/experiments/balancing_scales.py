@@ -1,7 +1,7 @@
-"""Loss balancing when the task losses differ in scale by orders of magnitude: CTR + CTCVR (ESMM,
-log losses ≈ 0.1–0.2) + watch time as a plain regression on seconds (`loss: mse`, a squared error in
-the hundreds), trained with each balancing strategy; per-task AUC / XAUC / RMSE on the test split and
-the task weights each strategy arrived at.
+"""Loss balancing when the task losses differ in scale by orders of magnitude: click + conversion (an
+ESMM funnel stage after click; log losses ≈ 0.1–0.2) + watch time as a plain regression on seconds
+(`type: regression`, a squared error in the hundreds), trained with each balancing strategy; per-task
+AUC / XAUC / RMSE on the test split and the task weights each strategy arrived at.
 
 The other settings are the default model's (`configs/models/mmoe_esmm.yaml`). Run with
 `recsys-mtl train` as a user would, on data from `recsys-mtl generate`.
@@ -31,12 +31,11 @@ STRATEGIES = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
 # the same model with the default watch-time loss (weighted logistic: all three losses on one scale)
 REFERENCE = "reference: fixed, WLR watch time"
 TASKS = [
-    "tasks=[{name: ctr, kind: ctr}, {name: ctcvr, kind: ctcvr}, {name: watch_time, kind: watch_time, loss: mse}]",
+    "tasks=[{name: click}, {name: conversion, after: click}, {name: watch_time, type: regression}]",
 ]
 COLUMNS = [
-    ("ctr", "auc", "CTR AUC"),
-    ("ctcvr", "auc", "CTCVR AUC"),
-    ("ctcvr", "cvr_auc_entire_space", "CVR AUC (ES)"),
+    ("click", "auc", "click AUC"),
+    ("conversion", "auc", "conversion AUC"),
     ("watch_time", "xauc", "watch XAUC"),
     ("watch_time", "rmse", "watch RMSE (s)"),
 ]
@@ -80,7 +79,7 @@ def main() -> None:
         return " / ".join(f"{statistics.mean(rec['task_grad_cosine'][p] for rec in records):+.2f}" for p in pairs)
 
     rows = [[s, *(mean_metric(s, t, k) for t, k, _ in COLUMNS), final_weights(s)] for s in (*STRATEGIES, REFERENCE)]
-    table = markdown_table(["strategy", *(label for _, _, label in COLUMNS), "final weights ctr / ctcvr / watch"], rows)
+    table = markdown_table(["strategy", *(label for _, _, label in COLUMNS), "final weights click / conversion / watch"], rows)
     oracle = results["fixed"][0]["metrics"]["metrics"]
     oracle_line = ", ".join(
         f"{label} {statistics.mean(r['metrics']['metrics'][t]['oracle_' + k] for r in results['fixed']):.4f}"
@@ -107,23 +106,26 @@ def main() -> None:
     steps = results["fixed"][0]["metrics"]["steps"]
     command = f"python bench/experiments/balancing_scales.py --rows {args.rows} --seeds {' '.join(map(str, args.seeds))} --nproc {args.nproc}"
     write_section("balancing", f"""
-## Balancing mismatched loss scales: CTR + CTCVR + watch-time regression
+## Balancing mismatched loss scales: click + conversion funnel + watch-time regression
 
 Command: `{command}` (CPU; {logged_seconds([r for rs in results.values() for r in rs]):.0f} s of training in all, as logged).
 
 Setup: `recsys-mtl generate --rows {args.rows:,} --seed S`; the default model (`configs/models/mmoe_esmm.yaml`,
-MMoE, 4 experts) with the watch-time task switched to squared error on seconds (`loss: mse`), so its
-loss starts in the thousands while the two log losses are below 0.7; one epoch ({steps} steps) of
+MMoE, 4 experts; tasks click, `{{name: conversion, after: click}}`, watch_time) with the watch-time task
+switched to squared error on seconds (`type: regression`), so its loss starts in the thousands while the
+two log losses are below 0.7; one epoch ({steps} steps) of
 `recsys-mtl train --nproc {args.nproc}`, every strategy at its default settings
 (`train.balancing.*`: GradNorm α = 1.5, DWA T = 2 over 100-step windows), seeds
-{", ".join(map(str, args.seeds))}. Metrics on the test split, mean over seeds; weights as logged at the
-last step (mean over seeds). Oracle: {oracle_line}.
+{", ".join(map(str, args.seeds))}. Metrics on the test split, mean over seeds (`click.auc`,
+`conversion.auc`: the entire-space p(click) × p(conversion | click) against click-and-convert,
+`watch_time.xauc`, `watch_time.rmse`); weights as logged at the last step (mean over seeds). Oracle:
+{oracle_line}.
 
 {table}
 
 The last row is not a balancing strategy: it is the same model with the default weighted-logistic
 watch-time loss (all three losses on the same scale; its RMSE is of exp(logit), a different estimator),
-for what CTR and CTCVR reach when no task's loss dwarfs the others.
+for what click and conversion reach when no task's loss dwarfs the others.
 
 Mean cosine between the task gradients on the shared dense parameters over the logged steps
 ({pairs}): {cosines}.

@@ -1,5 +1,5 @@
-"""Shared by the experiments: running `recsys-mtl` as a user would, and writing results into
-docs/experiments.md (each experiment owns one section between markers) with its PNGs beside it."""
+"""Shared by the experiments: running `recsys-mtl` (train, score) as a user would, and writing results
+into docs/experiments.md (each experiment owns one section between markers) with its PNGs beside it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "experiments.md"
@@ -24,12 +27,14 @@ HEADER = (
 )
 
 
-def training_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """The options every training experiment takes; parses them and sets up progress logging."""
+def training_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None, **defaults: object) -> argparse.Namespace:
+    """The options every training experiment takes (``defaults`` replaces their defaults, e.g.
+    ``rows=300_000``); parses them and sets up progress logging."""
     parser.add_argument("--rows", type=int, default=500_000, help="rows generated per dataset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="data and model seeds")
     parser.add_argument("--nproc", type=int, default=2, help="training processes per run")
     parser.add_argument("--work", type=Path, default=None, help="keep data and runs here (default: a temp dir)")
+    parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     return args
@@ -64,10 +69,19 @@ def train(config: Path, out: Path, overrides: list[str], nproc: int = 1) -> dict
     """`recsys-mtl train` in a subprocess; returns (metrics.json, train log records). A run that
     finished in ``out`` before (``--work`` kept it) is read back instead of trained again."""
     if not (out / "metrics.json").exists():
-        _train(config, out, overrides, nproc)
+        _cli(["train", "--config", str(config), "--out", str(out), "--nproc", str(nproc), *overrides])
     metrics = json.loads((out / "metrics.json").read_text())
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     return {"metrics": metrics, "log": log}
+
+
+def score(run: Path, data: Path, out: Path, keep: list[str]) -> dict[str, np.ndarray]:
+    """`recsys-mtl score --model run --data data --keep ... --prefix pred_` in a subprocess (read back
+    when ``out`` exists); returns every column: the kept ones as read, the outputs as ``pred_<output>``."""
+    if not out.exists():
+        _cli(["score", "--model", str(run), "--data", str(data), "--out", str(out), "--keep", *keep, "--prefix", "pred_"])
+    table = pq.read_table(out)
+    return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
 def logged_seconds(runs: list[dict]) -> float:
@@ -76,12 +90,9 @@ def logged_seconds(runs: list[dict]) -> float:
     return sum(run["log"][-1]["time"] - run["log"][0]["time"] for run in runs)
 
 
-def _train(config: Path, out: Path, overrides: list[str], nproc: int) -> None:
+def _cli(arguments: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
-    cmd = [
-        sys.executable, "-m", "recsys_mtl", "--log-level", "WARNING", "train", "--config", str(config),
-        "--out", str(out), "--nproc", str(nproc), *overrides,
-    ]
+    cmd = [sys.executable, "-m", "recsys_mtl", "--log-level", "WARNING", *arguments]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")

@@ -2,18 +2,22 @@
 Conversion Rate", SIGIR 2018) against the click-only CVR baseline on the synthetic funnel.
 
 Three models from the shipped configs, with the same MMoE backbone, features and optimiser:
-`configs/models/mmoe_esmm.yaml` (ESMM: CTR + CTCVR heads, pCVR learned over all impressions through
-pCTCVR = pCTR × pCVR); `configs/models/cvr_click_only.yaml` (CTR + a CVR head trained on clicked rows
-only, sharing embeddings and backbone with CTR); and the same with the CVR task alone (the paper's
-BASE: a CVR model that never sees an unclicked impression). Trained by
-`recsys-mtl train` on data from `recsys-mtl generate` at several `--task-corr` values (how much the
-conversion signal shares with the click signal). Reported on the test split:
+`configs/models/mmoe_esmm.yaml` (ESMM: `{name: conversion, after: click}`, p(conversion | click)
+learned over all impressions through p(click) × p(conversion | click)); `configs/models/cvr_click_only.yaml`
+(click + `{name: cvr, label: conversion, where: click}`, a CVR head trained on clicked rows only,
+sharing embeddings and backbone with the click task); and the same with the CVR task alone (the
+paper's BASE: a CVR model that never sees an unclicked impression; the click task stays in the list
+with `weight: 0`, since `where: click` needs it, and trains nothing). Trained by `recsys-mtl train` on
+data from `recsys-mtl generate` at several `--task-corr` values (how much the conversion signal shares
+with the click signal). Reported on the test split:
 
-* CVR AUC, clicked rows: the classic evaluation, on the population the baseline trains on;
-* CVR AUC, entire space: pCVR against click-and-convert over every impression (the paper's metric);
-* CVR AUC, counterfactual: pCVR over every impression against the oracle p(convert | click), which
-  the generator knows (soft labels): the space the CVR model is served on;
-* CTCVR AUC: pCTR × pCVR against click-and-convert;
+* CVR AUC, clicked: the classic evaluation, on the population the baseline trains on
+  (ESMM: `conversion.conditional_auc`; click-only: `cvr.auc`);
+* CVR AUC, counterfactual: the conditional output over every impression against the oracle
+  p(conversion | click), which the generator knows (soft labels): the space the CVR model is served on
+  (`conversion.conditional_auc_counterfactual`; `cvr.auc_counterfactual`);
+* CTCVR AUC: p(click) × p(conversion | click) against click-and-convert over every impression
+  (ESMM: `conversion.auc`; click-only + click task: its `click` × `cvr` outputs from `recsys-mtl score`);
 with the oracle's value of each beside it.
 
     python bench/experiments/esmm_funnel.py [--rows 500000] [--task-corrs 0.2 0.8] [--seeds 0 1] [--nproc 2]
@@ -33,37 +37,47 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from common import FIGURES, ROOT, logged_seconds, markdown_table, train, training_arguments, write_section  # noqa: E402
+from common import (  # noqa: E402
+    FIGURES,
+    ROOT,
+    logged_seconds,
+    markdown_table,
+    score,
+    train,
+    training_arguments,
+    write_section,
+)
 
 from recsys_mtl.data.synthetic import GeneratorSpec, generate  # noqa: E402
+from recsys_mtl.metrics.ranking import auc  # noqa: E402
 
 log = logging.getLogger("esmm_funnel")
-# model -> (shipped config, extra overrides, the task whose metrics hold its pCVR)
-MODELS = {
-    "ESMM": ("configs/models/mmoe_esmm.yaml", [], "ctcvr"),
-    "click-only CVR + CTR": ("configs/models/cvr_click_only.yaml", [], "cvr"),
-    "click-only CVR alone": ("configs/models/cvr_click_only.yaml", ["tasks=[{name: cvr, kind: cvr}]"], "cvr"),
-}
-METRICS = [
-    ("cvr_auc_clicked", "CVR AUC, clicked"),
-    ("cvr_auc_entire_space", "CVR AUC, entire space"),
-    ("cvr_auc_counterfactual", "CVR AUC, counterfactual"),
-    ("ctcvr_auc", "CTCVR AUC"),
+CLICK_ONLY_ALONE = [
+    "tasks=[{name: click, weight: 0}, {name: cvr, label: conversion, where: click}]", "ranking.terms={cvr: 1.0}",
 ]
-ORACLE = {
-    "cvr_auc_clicked": "oracle_cvr_auc_clicked",
-    "cvr_auc_entire_space": "oracle_cvr_auc_entire_space",
-    "cvr_auc_counterfactual": "oracle_cvr_auc_counterfactual",
-    "ctcvr_auc": "oracle_auc",
+# model -> (shipped config, extra overrides, the task whose metrics hold its CVR)
+MODELS = {
+    "ESMM": ("configs/models/mmoe_esmm.yaml", [], "conversion"),
+    "click-only CVR + CTR": ("configs/models/cvr_click_only.yaml", [], "cvr"),
+    "click-only CVR alone": ("configs/models/cvr_click_only.yaml", CLICK_ONLY_ALONE, "cvr"),
 }
+METRICS = [("clicked", "CVR AUC, clicked"), ("counterfactual", "CVR AUC, counterfactual"), ("ctcvr", "CTCVR AUC")]
+# this experiment's key -> the metric name in metrics.json, for a funnel stage (ESMM) and a `where` task
+FUNNEL = {"clicked": "conditional_auc", "counterfactual": "conditional_auc_counterfactual", "ctcvr": "auc"}
+WHERE = {"clicked": "auc", "counterfactual": "auc_counterfactual"}
 
 
-def measured(metrics: dict, model: str) -> dict[str, float]:
-    """This experiment's numbers from a run's metrics.json; CTCVR of the baseline is pCTR × pCVR."""
-    m = metrics["metrics"][MODELS[model][2]]
-    out = {k: m[k] for k, _ in METRICS if k in m}
-    out["ctcvr_auc"] = m.get("auc", float("nan"))
-    out.update({f"oracle_{k}": m[v] for k, v in ORACLE.items() if v in m})
+def measured(run: dict, model: str, test: Path, scores: Path) -> dict[str, float]:
+    """This experiment's numbers (and the oracle's, as ``oracle_<key>``) from a run's metrics.json; the
+    CTCVR AUC of the click-only model with a trained click task is that of its click × cvr outputs."""
+    task = MODELS[model][2]
+    m = run["metrics"]["metrics"][task]
+    names = FUNNEL if task == "conversion" else WHERE
+    out = {k: m[name] for k, name in names.items() if name in m}
+    out.update({f"oracle_{k}": m[f"oracle_{name}"] for k, name in names.items() if f"oracle_{name}" in m})
+    if model == "click-only CVR + CTR":
+        cols = score(run["dir"], test, scores, ["click", "conversion"])
+        out["ctcvr"] = auc(cols["pred_click"] * cols["pred_cvr"], cols["click"] * cols["conversion"])
     return out
 
 
@@ -83,20 +97,23 @@ def main() -> None:
                     generate(data, GeneratorSpec(rows=args.rows, task_corr=corr, seed=seed), overwrite=True)
                 for i, (model, (config, extra, _)) in enumerate(MODELS.items()):
                     out = work / f"run_corr{corr}_seed{seed}_model{i}"
-                    overrides = [f"data.train={data / 'train'}", f"data.eval={data / 'test'}", f"train.seed={seed}", f"data.seed={seed}", *extra]
-                    run = train(ROOT / config, out, overrides, args.nproc)
+                    overrides = [
+                        f"data.train={data / 'train'}", f"data.eval={data / 'test'}", f"train.seed={seed}", f"data.seed={seed}", *extra,
+                    ]
+                    run = {**train(ROOT / config, out, overrides, args.nproc), "dir": out}
                     runs.append(run)
-                    results.setdefault((corr, model), []).append(measured(run["metrics"], model))
+                    results.setdefault((corr, model), []).append(measured(run, model, data / "test", out / "test_scores.parquet"))
                     log.info("task_corr %.1f seed %d %s: %s (%.0f s)", corr, seed, model, results[(corr, model)][-1], time.perf_counter() - start)
 
     def mean(corr: float, model: str, key: str) -> float:
-        return statistics.mean(r[key] for r in results[(corr, model)] if key in r)
+        values = [r[key] for r in results[(corr, model)] if key in r]
+        return statistics.mean(values) if values else math.nan
 
     rows = []
     for corr in args.task_corrs:
         for model in MODELS:
             rows.append([f"{corr:.1f}", model, *(mean(corr, model, k) for k, _ in METRICS)])
-        rows.append([f"{corr:.1f}", "oracle", *(mean(corr, "ESMM", f"oracle_{k}") if f"oracle_{k}" in results[(corr, "ESMM")][0] else "–" for k, _ in METRICS)])
+        rows.append([f"{corr:.1f}", "oracle", *(mean(corr, "ESMM", f"oracle_{k}") for k, _ in METRICS)])
     table = markdown_table(["task corr.", "model", *(label for _, label in METRICS)], rows)
 
     FIGURES.mkdir(parents=True, exist_ok=True)
@@ -136,8 +153,12 @@ Command: `{command}` (CPU; {logged_seconds(runs):.0f} s of training in all, as l
 Setup: `recsys-mtl generate --rows {args.rows:,} --task-corr C --seed S` (90 % train / 10 % test), one
 epoch of `recsys-mtl train --nproc {args.nproc}` per model with the shipped configs (MMoE backbone,
 batch 512 per rank, the example config's optimiser), seeds {", ".join(map(str, args.seeds))} (data and
-model). Cells: AUC on the test split, mean over seeds; "oracle" scores with the generator's true
-probabilities.
+model). Models: ESMM = `{{name: conversion, after: click}}`; click-only CVR = `{{name: cvr, label:
+conversion, where: click}}` beside the click task ("+ CTR") or with the click task at `weight: 0`
+("alone"). Cells: AUC on the test split, mean over seeds; "oracle" scores with the generator's true
+probabilities. Metric names: CVR AUC, clicked = `conversion.conditional_auc` (ESMM) / `cvr.auc`;
+counterfactual = `conversion.conditional_auc_counterfactual` / `cvr.auc_counterfactual`; CTCVR AUC =
+`conversion.auc` (ESMM) / the AUC of the scored `click` × `cvr` outputs (click-only + CTR).
 
 {table}
 

@@ -37,15 +37,15 @@ def run(kind: str, config: Config, train: Split, test: Split, batch_size: int, d
     columns = _columns(config, dim)
     if kind == "mmoe":
         model = MMOE(columns, num_experts=4, expert_dnn_hidden_units=(256, 128), gate_dnn_hidden_units=(),
-                     tower_dnn_hidden_units=(64,), task_names=("ctr", "ctcvr"))
-    else:  # ESMM: shared embeddings, a CTR and a CVR tower, pCTCVR = pCTR x pCVR
-        model = ESMM(columns, tower_dnn_hidden_units=(256, 128, 64), task_names=("ctr", "ctcvr"))
+                     tower_dnn_hidden_units=(64,), task_names=("click", "conversion"))
+    else:  # ESMM: shared embeddings, a click and a conversion-given-click tower, their product the conversion
+        model = ESMM(columns, tower_dnn_hidden_units=(256, 128, 64), task_names=("click", "conversion"))
     model.compile("adam", loss=["binary_crossentropy", "binary_crossentropy"])
     clock = ForwardClock(model)
-    model.fit(_x(train), np.stack([train.click, train.ctcvr], axis=1), batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
+    model.fit(_x(train), np.stack([train.click, train.conversion], axis=1), batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
     rate = clock.samples_per_s(batch_size)
     predictions = model.predict(_x(test), batch_size=4096)
     model.eval()
     inputs = {n: _forward_input(model, _x(test, slice(0, n))) for n in (100, 500)}  # built once, as for every arm
     latency = {n: latency_ms(lambda n=n: model(inputs[n])) for n in (100, 500)}
-    return {"pctr": predictions[:, 0], "pctcvr": predictions[:, 1], "samples_per_s": rate, "latency": latency}
+    return {"click": predictions[:, 0], "conversion": predictions[:, 1], "samples_per_s": rate, "latency": latency}

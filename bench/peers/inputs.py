@@ -22,8 +22,8 @@ class Split:
     lists: dict[str, np.ndarray]  # multi-hot features: [N, max_length] int64, padded with 0
     dense: dict[str, np.ndarray]  # [N] float32, transformed as recsys-mtl transforms them
     click: np.ndarray  # [N] float32
-    ctcvr: np.ndarray  # [N] float32, click and conversion
-    oracle: dict[str, np.ndarray]  # oracle_pctr, oracle_pctcvr when the split has them
+    conversion: np.ndarray  # [N] float32, click and conversion (the entire-space funnel label)
+    oracle: dict[str, np.ndarray]  # oracle_click, oracle_conversion when the split has them
 
     def __len__(self) -> int:
         return len(self.click)
@@ -43,6 +43,6 @@ def load_split(path: str, config: Config, stats: DenseStats) -> Split:
             ids[f.name] = column.values.astype(np.int64)
     dense = {f.name: encoded[f.name].astype(np.float32) for f in config.features.dense}
     click = table.column("click").to_numpy().astype(np.float32)
-    ctcvr = click * table.column("conversion").to_numpy().astype(np.float32)
-    oracle = {c: table.column(c).to_numpy() for c in ("oracle_pctr", "oracle_pctcvr") if c in table.column_names}
-    return Split(ids, lists, dense, click, ctcvr, oracle)
+    conversion = click * table.column("conversion").to_numpy().astype(np.float32)
+    oracle = {c: table.column(c).to_numpy() for c in ("oracle_click", "oracle_conversion") if c in table.column_names}
+    return Split(ids, lists, dense, click, conversion, oracle)

@@ -31,8 +31,8 @@ def run(kind: str, config: Config, train: Split, test: Split, batch_size: int, d
         ] + [DenseFeature(f.name) for f in config.features.dense]
         model = MMOE(features, ["classification", "classification"], n_expert=4,
                      expert_params={"dims": [256, 128]}, tower_params_list=[{"dims": [64]}, {"dims": [64]}])
-        labels = lambda s: np.stack([s.click, s.ctcvr], axis=1)  # noqa: E731
-        outputs = {"pctr": 0, "pctcvr": 1}
+        labels = lambda s: np.stack([s.click, s.conversion], axis=1)  # noqa: E731
+        outputs = {"click": 0, "conversion": 1}
         task_types = ["classification", "classification"]
     else:  # torch-rechub's ESMM embeds sparse features only (no dense or list inputs)
         sides = {f.name: f.side for f in config.features.sparse}
@@ -40,9 +40,9 @@ def run(kind: str, config: Config, train: Split, test: Split, batch_size: int, d
         item = [f for f in sparse if sides[f.name] not in ("user", "context")]
         features = user + item
         model = ESMM(user, item, cvr_params={"dims": [256, 128, 64]}, ctr_params={"dims": [256, 128, 64]})
-        # columns: cvr (not trained by ESMM), ctr, ctcvr
-        labels = lambda s: np.stack([s.ctcvr, s.click, s.ctcvr], axis=1)  # noqa: E731
-        outputs = {"pctr": 1, "pctcvr": 2}
+        # its columns: cvr (not trained by ESMM), ctr, ctcvr (= our click and entire-space conversion)
+        labels = lambda s: np.stack([s.conversion, s.click, s.conversion], axis=1)  # noqa: E731
+        outputs = {"click": 1, "conversion": 2}
         task_types = ["classification"] * 3
     names = [f.name for f in features]
     train_loader, _, test_loader = DataGenerator(_x(train, names), labels(train)).generate_dataloader(

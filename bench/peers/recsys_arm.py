@@ -14,8 +14,9 @@ from recsys_mtl.export.export import export_run
 from recsys_mtl.export.scorer import load_scorer
 from recsys_mtl.train.loop import train
 
-# the peers' tasks (no watch time): CTR, and CTCVR through ESMM heads
-TASKS = "tasks=[{name: ctr, kind: ctr}, {name: ctcvr, kind: ctcvr}]"
+# the peers' tasks (no watch time): click, and conversion as an ESMM funnel stage after click (its
+# `conversion` output is the entire-space p(click) x p(conversion | click), the peers' pCTCVR)
+TASKS = ["tasks=[{name: click}, {name: conversion, after: click}]", "ranking.terms={click: 1.0, conversion: 0.5}"]
 BACKBONES = {"mmoe": "model.backbone=mmoe", "esmm": "model.backbone=shared_bottom"}
 
 
@@ -29,7 +30,7 @@ def samples_per_s(run: Path, batch_size: int) -> float:
 
 def run(kind: str, data: Path, work: Path, batch_size: int) -> dict:
     out = work / f"recsys-mtl-{kind}"
-    overrides = [TASKS, BACKBONES[kind], f"data.batch_size={batch_size}", "train.log_every_steps=50"]
+    overrides = [*TASKS, BACKBONES[kind], f"data.batch_size={batch_size}", "train.log_every_steps=50"]
     config = load_config(data / "config.yaml", overrides)
     result = train(config, out)
     path, _ = export_run(out, work / f"models-{kind}")
@@ -42,7 +43,7 @@ def run(kind: str, data: Path, work: Path, batch_size: int) -> dict:
         latency[n] = latency_ms(lambda sparse=sparse, dense=dense: scorer.predict(sparse, dense))
     metrics = result["metrics"]
     return {
-        "auc": {"ctr": metrics["ctr"]["auc"], "ctcvr": metrics["ctcvr"]["auc"]},
+        "auc": {"click": metrics["click"]["auc"], "conversion": metrics["conversion"]["auc"]},
         "samples_per_s": samples_per_s(out, batch_size),
         "latency": latency,
     }
