@@ -42,6 +42,7 @@ experiments: $(STAMP)
 	$(BIN)/python bench/experiments/mmoe_synthetic.py
 	$(BIN)/python bench/experiments/esmm_funnel.py
 	$(BIN)/python bench/experiments/balancing_scales.py
+	$(BIN)/python bench/experiments/objectives.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys_mtl serving pipelines bench tests

@@ -6,8 +6,11 @@ Each task is seen through views, a view being one output streamed against one la
 * every task: ``<task>`` against its label on its space (all rows; a ``where`` task's rows where that
   task's label is 1): binary metrics (and GAUC with a group key), or RMSE / MAE / XAUC;
 * a funnel stage also ``<task>_given_<after>`` on its parent's positive rows (``conditional_*``);
-* with a conditional oracle column, the conditional output against the true conditional probability
-  on every row (``*_auc_counterfactual``): the space it is served on, where click-only training is biased.
+* a conditional output (a funnel stage's ``<task>_given_<after>``, a ``where`` task's ``<task>``) also
+  ranked against the task's label on every row (``*_auc_entire_space``: ESMM's comparison of pCVR
+  models over all impressions) and, with a conditional oracle column, against the true conditional
+  probability on every row (``*_auc_counterfactual``): the space it is served on, where click-only
+  training is biased.
 
 Oracle columns are named by label: ``oracle_<label>`` (the true E[label] per row) and
 ``oracle_<label>_given_<parent label>``; beside each view the oracle's score gives ``oracle_<metric>``.
@@ -58,13 +61,16 @@ def _views(tasks: list[TaskSpec], columns: set[str], groups: bool) -> list[_View
             cond = oracle(f"oracle_{t.label}_given_{index[t.where].label}")
             space = label_column(t.where)
             out.append(_View(t.name, t.name, "", "", t.name, label, space, cond, not t.is_binary, groups and t.is_binary))
-            if cond is not None and t.is_binary:
-                out.append(_View(t.name, "", "", "_counterfactual", t.name, cond, None, cond))
+            if t.is_binary:
+                out.append(_View(t.name, "", "", "_entire_space", t.name, label, None, cond))
+                if cond is not None:
+                    out.append(_View(t.name, "", "", "_counterfactual", t.name, cond, None, cond))
             continue
         out.append(_View(t.name, t.name, "", "", t.name, label, None, oracle(f"oracle_{t.label}"), not t.is_binary, groups and t.is_binary))
         if t.after is not None:
             cond = oracle(f"oracle_{t.label}_given_{index[t.after].label}")
             out.append(_View(t.name, t.conditional_output, "conditional_", "", t.conditional_output, label, label_column(t.after), cond))
+            out.append(_View(t.name, "", "conditional_", "_entire_space", t.conditional_output, label, None, cond))
             if cond is not None:
                 out.append(_View(t.name, "", "conditional_", "_counterfactual", t.conditional_output, cond, None, cond))
     return out
@@ -124,9 +130,10 @@ class TaskStreams:
             values = dict(stream.metrics())
             if (who, i) in self.groups:
                 values.update(self.groups[(who, i)].metrics())
-            if v.suffix == "_counterfactual":
-                # against soft labels only the ranking is meaningful: log loss or calibration would
-                # measure the output against a label it does not predict
+            if v.suffix in ("_counterfactual", "_entire_space"):
+                # a conditional output against soft labels, or against its label on rows outside its
+                # space: only the ranking is meaningful; log loss or calibration would measure it
+                # against a label it does not predict
                 values = {k: values[k] for k in ("auc",) if k in values}
             for name, value in values.items():
                 key = f"{v.prefix}{name}{v.suffix}"

@@ -58,6 +58,9 @@ def test_every_task_is_measured_on_its_space_and_funnel_stages_also_conditionall
         roc_auc_score(c["label_cart"][clicked], c["oracle_cart_flag_given_click"][clicked]), abs=1e-4
     )
     assert "conditional_auc_counterfactual" in m["cart"] and "conditional_logloss_counterfactual" not in m["cart"]
+    assert m["cart"]["conditional_auc_entire_space"] == pytest.approx(roc_auc_score(c["label_cart"], c["cart_given_click"]), abs=1e-4)
+    assert m["cvr"]["auc_entire_space"] == pytest.approx(roc_auc_score(c["label_cvr"], c["cvr"]), abs=1e-4)
+    assert "conditional_logloss_entire_space" not in m["cart"]
     assert m["cvr"]["auc"] == pytest.approx(roc_auc_score(c["label_cvr"][clicked], c["cvr"][clicked]), abs=1e-4)
     assert m["stay"]["rmse"] == pytest.approx(mean_squared_error(c["label_stay"][clicked], c["stay"][clicked]) ** 0.5, rel=1e-6)
     assert "oracle_auc" not in m["purchase"]  # the data carries no oracle for it
