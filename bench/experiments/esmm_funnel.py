@@ -13,6 +13,9 @@ with the click signal). Reported on the test split:
 
 * CVR AUC, clicked: the classic evaluation, on the population the baseline trains on
   (ESMM: `conversion.conditional_auc`; click-only: `cvr.auc`);
+* CVR AUC, entire space: the conditional output against conversion over every impression (the
+  paper's argument: pCVR is served on every impression, not only on clicked ones)
+  (`conversion.conditional_auc_entire_space`; `cvr.auc_entire_space`);
 * CVR AUC, counterfactual: the conditional output over every impression against the oracle
   p(conversion | click), which the generator knows (soft labels): the space the CVR model is served on
   (`conversion.conditional_auc_counterfactual`; `cvr.auc_counterfactual`);
@@ -61,10 +64,16 @@ MODELS = {
     "click-only CVR + CTR": ("configs/models/cvr_click_only.yaml", [], "cvr"),
     "click-only CVR alone": ("configs/models/cvr_click_only.yaml", CLICK_ONLY_ALONE, "cvr"),
 }
-METRICS = [("clicked", "CVR AUC, clicked"), ("counterfactual", "CVR AUC, counterfactual"), ("ctcvr", "CTCVR AUC")]
+METRICS = [
+    ("clicked", "CVR AUC, clicked"), ("entire", "CVR AUC, entire space"), ("counterfactual", "CVR AUC, counterfactual"),
+    ("ctcvr", "CTCVR AUC"),
+]
 # this experiment's key -> the metric name in metrics.json, for a funnel stage (ESMM) and a `where` task
-FUNNEL = {"clicked": "conditional_auc", "counterfactual": "conditional_auc_counterfactual", "ctcvr": "auc"}
-WHERE = {"clicked": "auc", "counterfactual": "auc_counterfactual"}
+FUNNEL = {
+    "clicked": "conditional_auc", "entire": "conditional_auc_entire_space", "counterfactual": "conditional_auc_counterfactual",
+    "ctcvr": "auc",
+}
+WHERE = {"clicked": "auc", "entire": "auc_entire_space", "counterfactual": "auc_counterfactual"}
 
 
 def measured(run: dict, model: str, test: Path, scores: Path) -> dict[str, float]:
@@ -157,6 +166,7 @@ model). Models: ESMM = `{{name: conversion, after: click}}`; click-only CVR = `{
 conversion, where: click}}` beside the click task ("+ CTR") or with the click task at `weight: 0`
 ("alone"). Cells: AUC on the test split, mean over seeds; "oracle" scores with the generator's true
 probabilities. Metric names: CVR AUC, clicked = `conversion.conditional_auc` (ESMM) / `cvr.auc`;
+entire space = `conversion.conditional_auc_entire_space` / `cvr.auc_entire_space`;
 counterfactual = `conversion.conditional_auc_counterfactual` / `cvr.auc_counterfactual`; CTCVR AUC =
 `conversion.auc` (ESMM) / the AUC of the scored `click` × `cvr` outputs (click-only + CTR).
 
