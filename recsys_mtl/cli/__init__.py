@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from recsys_mtl.cli import (
@@ -19,7 +20,7 @@ from recsys_mtl.cli import (
     validate_data,
 )
 from recsys_mtl.config import ConfigError
-from recsys_mtl.errors import DataError
+from recsys_mtl.errors import DataError, TrainingDiverged
 
 COMMANDS = (generate, validate_data, train, evaluate, compare, export, score, serve, pipeline, config_cmd)
 
@@ -51,3 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         # a problem with the user's input: say what is wrong, no traceback
         print(f"recsys-mtl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        # the job failed, not the input: its message names the step, the tasks and what was kept (every
+        # rank stops with it; rank 0 says it)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"recsys-mtl {args.command}: {exc}", file=sys.stderr)
+        return 1

@@ -278,6 +278,11 @@ class TrainConfig(Section):
     lr_decay: Literal["none", "linear", "cosine"] = "cosine"
     min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
     grad_clip_norm: float | None = Field(default=10.0, gt=0.0, description="dense gradients; null: off")
+    max_bad_steps: int = Field(
+        default=0, ge=0,
+        description="steps with a non-finite loss or dense gradient that are skipped (no update) before training "
+        "stops with an error naming the step and tasks; 0: stop at the first. The last good checkpoint is kept",
+    )
     log_every_steps: PositiveInt = 50
     eval_every_steps: int = Field(default=0, ge=0, description="0: evaluate at the end of each epoch only")
     checkpoint_every_steps: int = Field(default=0, ge=0, description="0: at the end of each epoch only")

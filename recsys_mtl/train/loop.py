@@ -26,6 +26,7 @@ from recsys_mtl.config import Config, ConfigError, save_config
 from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
+from recsys_mtl.errors import TrainingDiverged
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
@@ -168,6 +169,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
     interval_losses = torch.zeros(len(tasks))
     interval_steps, interval_start, train_seconds = 0, time.perf_counter(), 0.0
     scale_checked = False  # the first log interval of this job checks that no task swamps the others
+    interval_good, bad_steps = 0, 0  # steps of the interval with finite losses; skipped steps in all
 
     def checkpoint() -> None:
         meta = {
@@ -200,7 +202,13 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
             pipeline.report_gradients = log_step and t.balancing.log_gradients
             losses, _ = pipeline.progress(batches)  # the pipeline returns the output part of (loss, output)
             train_seconds += time.perf_counter() - step_start
-            interval_losses += torch.stack([losses[task.name] for task in tasks]).cpu()
+            bad = pipeline.nonfinite or (["(dense gradients)"] if optimizer.nonfinite_gradients else [])
+            if bad:
+                bad_steps += 1
+                _check_bad_step(pos.step + 1, bad, bad_steps, t.max_bad_steps, out, warn=env.is_main)
+            else:
+                interval_losses += torch.stack([losses[task.name] for task in tasks]).cpu()
+                interval_good += 1
             interval_steps += 1
             batch_in_epoch = pos.batch_in_epoch + 1
             epoch_done = batch_in_epoch == steps_per_epoch
@@ -210,7 +218,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
             if log_step:
                 mean = interval_losses.clone()
                 dist.all_reduce(mean)  # every rank is at the same step, so this cannot hang
-                mean /= interval_steps * env.world_size
+                mean /= max(interval_good, 1) * env.world_size  # skipped (non-finite) steps left out
                 elapsed = time.perf_counter() - interval_start
                 if joblog:
                     joblog.write(
@@ -225,7 +233,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
                     _warn_dwarfing(tasks, dict(zip(names, mean.tolist(), strict=True)), pipeline.last_report, joblog, pos.step)
                 scale_checked = True
                 interval_losses.zero_()
-                interval_steps, interval_start = 0, time.perf_counter()
+                interval_steps, interval_good, interval_start = 0, 0, time.perf_counter()
 
             finished = pos.step == total_steps
             if epoch_done or finished or (t.eval_every_steps and pos.step % t.eval_every_steps == 0):
@@ -255,6 +263,23 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
             joblog.write("done", **{k: v for k, v in result.items() if k != "plan"})
         log.info("data quality (train): %s", quality.to_dict())
     return result
+
+
+def _check_bad_step(step: int, bad: list[str], bad_steps: int, allowed: int, out: Path, *, warn: bool) -> None:
+    """Log a skipped step (non-finite loss or gradient); ``TrainingDiverged`` once more than ``allowed``
+    were skipped. The step updated nothing and no checkpoint is written after it, so the run's latest
+    checkpoint is its last good one."""
+    latest = latest_checkpoint(out / "checkpoints")
+    kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written before it"
+    what = f"non-finite loss of task(s) {', '.join(bad)}" if not bad[0].startswith("(") else "non-finite dense gradients"
+    if bad_steps > allowed:
+        raise TrainingDiverged(
+            f"training diverged at step {step}: {what} ({bad_steps} bad step(s), train.max_bad_steps={allowed}); "
+            f"{kept}. Lower train.dense_lr / train.embedding_lr, check the labels' units (tasks[].scale), or allow "
+            "a few skipped steps with train.max_bad_steps=N"
+        )
+    if warn:
+        log.warning("step %d skipped (no update): %s (%d of %d allowed)", step, what, bad_steps, allowed)
 
 
 def _warn_dwarfing(

@@ -51,6 +51,7 @@ class TrainOptimizer:
         self.combined = CombinedOptimizer([model.fused_optimizer, self.dense])
         self.step_count = 0
         self.last_grad_norm: float | None = None
+        self.nonfinite_gradients = False  # the last step's dense gradients were not finite (step skipped)
 
     @property
     def lr(self) -> float:
@@ -62,11 +63,24 @@ class TrainOptimizer:
     def step(self, closure: Any = None) -> None:
         for group in self.dense.param_groups:
             group["lr"] = self.lr
-        if self.train.grad_clip_norm is not None and self.dense_params:
-            # gradients are already all-reduced by DDP here, so every rank clips identically
-            norm = torch.nn.utils.clip_grad_norm_(self.dense_params, self.train.grad_clip_norm)
-            self.last_grad_norm = float(norm)
+        self.nonfinite_gradients = False
+        if self.dense_params:
+            # gradients are already all-reduced by DDP here, so every rank clips (and decides) identically
+            clip = self.train.grad_clip_norm if self.train.grad_clip_norm is not None else math.inf
+            norm = float(torch.nn.utils.clip_grad_norm_(self.dense_params, clip))
+            self.last_grad_norm = norm
+            if not math.isfinite(norm):
+                # a NaN gradient would turn every dense weight (and Adam's moments) NaN: skip the step
+                self.nonfinite_gradients = True
+                self.skip()
+                return
         self.combined.step()
+        self.step_count += 1
+
+    def skip(self) -> None:
+        """A step that updates nothing (non-finite loss or gradient): the schedule still advances,
+        so the learning rate stays a function of the data position."""
+        self.zero_grad()
         self.step_count += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
@@ -30,10 +31,31 @@ class BalancedTrainPipeline(TrainPipelineSparseDist):
         self.shared = SharedParameters(module.model.shared_parameters(), module.model.last_shared_parameters())
         self.report_gradients = False
         self.last_report: dict[str, Any] = {}
+        self.nonfinite: list[str] = []  # tasks whose loss was not finite on the last step, on any rank
 
     def _backward(self, losses: torch.Tensor) -> None:
+        self.nonfinite = nonfinite_tasks(losses, self.task_names)
+        if self.nonfinite:
+            # no backward at all: the embedding update is fused into it, so a NaN loss would write NaN
+            # into the looked-up rows; every rank agrees (the flags are all-reduced), so none waits
+            self.last_report = {}
+            return
         report: dict[str, Any] = {}
         if self.report_gradients and self.shared.all:
             report.update(gradient_report(task_gradients(losses, self.shared.all, mean_over_ranks), self.task_names))
         report.update(self.balancer.backward(losses, self.shared))
         self.last_report = report
+
+    def _optimizer_step(self) -> None:
+        if self.nonfinite:
+            self._optimizer.skip()
+            return
+        super()._optimizer_step()
+
+
+def nonfinite_tasks(losses: torch.Tensor, names: list[str]) -> list[str]:
+    """The tasks whose ``[T]`` loss is NaN or infinite on any rank (the same list on every rank)."""
+    flags = (~torch.isfinite(losses.detach())).to(torch.float32)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flags)
+    return [name for name, flag in zip(names, flags.tolist(), strict=True) if flag > 0]
