@@ -1,5 +1,10 @@
 """Classification, ranking and regression metrics: pure numpy functions of whole columns, checked
-against scikit-learn or brute force in tests. (Streaming, mergeable versions: ``metrics.streaming``.)"""
+against scikit-learn or brute force in tests. (Streaming, mergeable versions: ``metrics.streaming``.)
+
+A score or prediction that is NaN or infinite has no place in a ranking or a loss: every function
+returns NaN when any of its scores / predictions is non-finite (rather than, say, sorting NaNs to one
+end and reporting an AUC of 0.5), so a diverged model never gets a finite metric.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NAN = float("nan")
+
 
 def _weights(n: int, weights: np.ndarray | None) -> np.ndarray:
     return np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value is a finite number (no NaN, no ±inf)."""
+    return bool(np.isfinite(np.asarray(values, dtype=np.float64)).all())
 
 
 def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Area under the ROC curve; tied scores count one half; NaN when a class is absent.
 
     Mann-Whitney over tie groups: each positive earns the negative weight ranked strictly below it
-    plus half of the negative weight tied with it. ``[N], [N] in {0,1}, [N] -> float``
+    plus half of the negative weight tied with it. NaN when a score is non-finite.
+    ``[N], [N] in {0,1}, [N] -> float``
     """
     scores = np.asarray(scores, dtype=np.float64)
+    if not all_finite(scores):
+        return NAN
     y = np.asarray(labels, dtype=np.float64)
     w = _weights(len(scores), weights)
     order = np.argsort(scores, kind="mergesort")
@@ -35,7 +50,10 @@ def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = Non
 
 
 def logloss(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, eps: float = 1e-7) -> float:
-    """Mean binary cross-entropy of probabilities. ``[N], [N] -> float``"""
+    """Mean binary cross-entropy of probabilities; NaN when a probability is non-finite.
+    ``[N], [N] -> float``"""
+    if not all_finite(probs):
+        return NAN
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
     y = np.asarray(labels, dtype=np.float64)
     w = _weights(len(p), weights)
@@ -51,14 +69,17 @@ def binary_entropy(rate: float) -> float:
 
 def normalized_entropy(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """NE (He et al., 2014): log loss divided by the entropy of the base rate; below 1 beats predicting
-    the average CTR for everyone. NaN when the labels have one class."""
+    the average CTR for everyone. NaN when the labels have one class or a probability is non-finite."""
     w = _weights(len(probs), weights)
     base = binary_entropy(float((w * np.asarray(labels, np.float64)).sum() / w.sum()))
     return logloss(probs, labels, weights) / base if base > 0 else float("nan")
 
 
 def calibration(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Σp / Σy: 1 is calibrated on average, above 1 over-predicts."""
+    """Σp / Σy: 1 is calibrated on average, above 1 over-predicts. NaN when a probability is
+    non-finite or there is no positive."""
+    if not all_finite(probs):
+        return NAN
     w = _weights(len(probs), weights)
     positives = float((w * np.asarray(labels, np.float64)).sum())
     return float((w * np.asarray(probs, np.float64)).sum()) / positives if positives > 0 else float("nan")
@@ -66,8 +87,11 @@ def calibration(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | Non
 
 def pr_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Area under the precision-recall curve as average precision: Σ_k (R_k − R_{k−1})·P_k over the
-    distinct score thresholds, highest first (scikit-learn's ``average_precision_score``)."""
+    distinct score thresholds, highest first (scikit-learn's ``average_precision_score``). NaN when
+    a score is non-finite or there is no positive."""
     scores = np.asarray(scores, dtype=np.float64)
+    if not all_finite(scores):
+        return NAN
     w = _weights(len(scores), weights)
     y = np.asarray(labels, dtype=np.float64)
     order = np.argsort(-scores, kind="mergesort")
@@ -92,9 +116,12 @@ class GroupAUC:
 
 def gauc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> GroupAUC:
     """Per-group AUC averaged with weights = the group's impressions (rows); groups whose rows are all
-    one class have no AUC and are skipped (and counted). Ties within a group count one half.
+    one class have no AUC and are skipped (and counted). Ties within a group count one half. Any
+    non-finite score: NaN, no group used or skipped.
     ``[N], [N] in {0,1}, [N] (any sortable ids) -> GroupAUC``"""
     scores = np.asarray(scores, dtype=np.float64)
+    if not all_finite(scores):
+        return GroupAUC(NAN, 0, 0)
     y = np.asarray(labels, dtype=np.float64)
     order = np.lexsort((scores, groups))
     g, s, y = np.asarray(groups)[order], scores[order], y[order]
@@ -123,10 +150,16 @@ def gauc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> GroupAUC
 
 
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
+    """Root mean squared error; NaN when a prediction is non-finite."""
+    if not all_finite(pred):
+        return NAN
     return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(target, np.float64)) ** 2)))
 
 
 def mae(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean absolute error; NaN when a prediction is non-finite."""
+    if not all_finite(pred):
+        return NAN
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(target, np.float64))))
 
 
@@ -150,9 +183,12 @@ def xauc(pred: np.ndarray, target: np.ndarray, num_pairs: int = 1_000_000, seed:
 def xauc_interval(pred: np.ndarray, target: np.ndarray, num_pairs: int = 1_000_000, seed: int = 0) -> XAUC:
     """XAUC over ``num_pairs`` pairs drawn with replacement (fixed seed), with the 95 % normal
     interval of a proportion: how far the sampled value may be from the all-pairs one. When the data
-    has no more distinct pairs than ``num_pairs``, every pair is counted and the interval is exact."""
+    has no more distinct pairs than ``num_pairs``, every pair is counted and the interval is exact.
+    Any non-finite prediction: NaN (and no pair)."""
     pred = np.asarray(pred, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
+    if not all_finite(pred):
+        return XAUC(NAN, NAN, NAN, 0)
     n = len(pred)
     exact = n * (n - 1) // 2 <= num_pairs
     if exact:

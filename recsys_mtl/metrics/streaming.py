@@ -13,6 +13,12 @@ array that ranks all-reduce).
 * ``GroupStream``: rows kept for GAUC up to ``max_rows``; beyond, whole groups are sampled by a hash of
   the group id (halving the kept share each time), so the GAUC is exact up to ``max_rows`` rows and
   computed on a uniform sample of groups above, with the sampled share reported.
+
+Non-finite predictions (NaN, ±inf: a diverged model) are never binned, summed or ranked: each stream
+counts the rows (of positive weight) that had one, in its state like every other sum, so the count adds
+up over batches and ranks. When the count is not zero, every metric of the stream is NaN, the count is
+reported as ``nonfinite_predictions`` and there are no curves: a model that produced a NaN somewhere
+never gets a finite metric from the rows where it did not.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import numpy as np
 
 from recsys_mtl.metrics.ranking import binary_entropy, gauc
 
+NONFINITE = "nonfinite_predictions"
+"""The metric counting the rows whose prediction was NaN or infinite (reported only when not zero)."""
+
 LOGIT_RANGE = 20.0
 BINS = 1 << 16
 REG_BINS = 512
@@ -28,6 +37,14 @@ REG_MAX_LOG = float(np.log1p(1e5))
 CURVE_POINTS = 200
 CALIBRATION_BINS = 15
 HISTOGRAM_BINS = 60
+BINARY_METRICS = ("logloss", "ne", "calibration", "auc", "pr_auc")
+REGRESSION_METRICS = ("rmse", "mae", "xauc")
+GROUP_METRICS = ("gauc", "gauc_groups", "gauc_skipped_groups")
+
+
+def _unusable(names: tuple[str, ...], nonfinite: float) -> dict[str, float]:
+    """Every metric NaN, and the count of the non-finite predictions that made them so."""
+    return {**dict.fromkeys(names, float("nan")), NONFINITE: int(nonfinite)}
 
 
 def _logit_bins(p: np.ndarray) -> np.ndarray:
@@ -53,13 +70,16 @@ class BinaryStream:
         self.pos = np.zeros(BINS)  # label weight per logit bin
         self.neg = np.zeros(BINS)  # (1 - label) weight per bin
         self.pred = np.zeros(BINS)  # Σ w·p per bin (calibration curve)
-        self.sums = np.zeros(4)  # Σw, Σw·y, Σw·p, Σw·logloss
+        self.sums = np.zeros(5)  # Σw, Σw·y, Σw·p, Σw·logloss (finite p), rows with a non-finite p
 
     def update(self, probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> None:
         p = np.asarray(probs, dtype=np.float64)
         y = np.asarray(labels, dtype=np.float64)
         w = np.ones_like(p) if weights is None else np.asarray(weights, dtype=np.float64)
         keep = w > 0
+        finite = np.isfinite(p)
+        nonfinite = int((keep & ~finite).sum())
+        keep &= finite
         p, y, w = p[keep], y[keep], w[keep]
         bins = _logit_bins(p)
         self.pos += np.bincount(bins, weights=w * y, minlength=BINS)
@@ -67,7 +87,7 @@ class BinaryStream:
         self.pred += np.bincount(bins, weights=w * p, minlength=BINS)
         q = np.clip(p, 1e-7, 1 - 1e-7)
         loss = -(y * np.log(q) + (1 - y) * np.log(1 - q))
-        self.sums += [w.sum(), (w * y).sum(), (w * p).sum(), (w * loss).sum()]
+        self.sums += [w.sum(), (w * y).sum(), (w * p).sum(), (w * loss).sum(), nonfinite]
 
     def state(self) -> np.ndarray:
         return np.concatenate([self.pos, self.neg, self.pred, self.sums])
@@ -77,8 +97,12 @@ class BinaryStream:
         self.sums = state[3 * BINS :]
 
     def metrics(self) -> dict[str, float]:
-        weight, positives, predicted, loss = self.sums
+        """Log loss, NE, calibration, AUC, PR-AUC; all NaN (with ``nonfinite_predictions``) when any
+        prediction was non-finite; ``{}`` without rows."""
+        weight, positives, predicted, loss, nonfinite = self.sums
         negatives = weight - positives
+        if nonfinite > 0:
+            return _unusable(BINARY_METRICS, nonfinite)
         if weight <= 0:
             return {}
         out = {"logloss": loss / weight}
@@ -106,10 +130,10 @@ class BinaryStream:
         return float(np.sum(np.diff(tp / tp[-1], prepend=0.0) * precision))
 
     def curves(self) -> dict[str, dict[str, list[float]]]:
-        weight, positives, _, _ = self.sums
+        weight, positives, _, _, nonfinite = self.sums
         out: dict[str, dict[str, list[float]]] = {}
         occupied = np.flatnonzero(self.pos + self.neg > 0)
-        if positives <= 0 or weight - positives <= 0 or not len(occupied):
+        if nonfinite > 0 or positives <= 0 or weight - positives <= 0 or not len(occupied):
             return out
         tp, fp, _ = self._descending()
         pick = _thin(len(tp))
@@ -146,19 +170,21 @@ class RegressionStream:
         self.joint = np.zeros((REG_BINS, REG_BINS))  # [prediction bin, target bin] counts
         self.pred_sum = np.zeros(REG_BINS)  # Σ prediction per prediction bin
         self.target_sum = np.zeros(REG_BINS)  # Σ target per prediction bin
-        self.sums = np.zeros(3)  # n, Σ(p − t)², Σ|p − t|
+        self.sums = np.zeros(4)  # n, Σ(p − t)², Σ|p − t| (finite p), rows with a non-finite p
 
     def update(self, pred: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> None:
         p = np.asarray(pred, dtype=np.float64)
         t = np.asarray(target, dtype=np.float64)
-        if weights is not None:
-            keep = np.asarray(weights) > 0
-            p, t = p[keep], t[keep]
+        keep = np.ones(len(p), dtype=bool) if weights is None else np.asarray(weights) > 0
+        finite = np.isfinite(p)
+        nonfinite = int((keep & ~finite).sum())
+        keep &= finite
+        p, t = p[keep], t[keep]
         pb, tb = _reg_bins(p), _reg_bins(t)
         self.joint += np.bincount(pb * REG_BINS + tb, minlength=REG_BINS * REG_BINS).reshape(REG_BINS, REG_BINS)
         self.pred_sum += np.bincount(pb, weights=p, minlength=REG_BINS)
         self.target_sum += np.bincount(pb, weights=t, minlength=REG_BINS)
-        self.sums += [len(p), ((p - t) ** 2).sum(), np.abs(p - t).sum()]
+        self.sums += [len(p), ((p - t) ** 2).sum(), np.abs(p - t).sum(), nonfinite]
 
     def state(self) -> np.ndarray:
         return np.concatenate([self.joint.ravel(), self.pred_sum, self.target_sum, self.sums])
@@ -170,7 +196,11 @@ class RegressionStream:
         self.sums = state[k + 2 * REG_BINS :]
 
     def metrics(self) -> dict[str, float]:
-        n, sq, ab = self.sums
+        """RMSE, MAE, XAUC; all NaN (with ``nonfinite_predictions``) when any prediction was
+        non-finite; ``{}`` without rows."""
+        n, sq, ab, nonfinite = self.sums
+        if nonfinite > 0:
+            return _unusable(REGRESSION_METRICS, nonfinite)
         if n <= 0:
             return {}
         h = self.joint
@@ -187,7 +217,7 @@ class RegressionStream:
 
     def curves(self) -> dict[str, dict[str, list[float]]]:
         counts = self.joint.sum(axis=1)
-        if counts.sum() <= 0:
+        if self.sums[3] > 0 or counts.sum() <= 0:
             return {}
         edges = np.expm1(np.linspace(0, REG_MAX_LOG, REG_BINS + 1))
         occupied = np.flatnonzero((counts + self.joint.sum(axis=0)) > 0)
@@ -228,9 +258,13 @@ class GroupStream:
         self.threshold = _HASH_MAX  # keep groups whose hash is <= threshold
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (group hash, score, label)
         self.rows = 0
+        self.nonfinite = 0  # rows (of positive weight, sampled or not) with a non-finite score
 
     def update(self, scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, weights: np.ndarray | None = None) -> None:
         keep = np.ones(len(scores), dtype=bool) if weights is None else np.asarray(weights) > 0
+        finite = np.isfinite(np.asarray(scores, np.float64))
+        self.nonfinite += int((keep & ~finite).sum())
+        keep &= finite
         h = _group_hash(np.asarray(groups)[keep])
         sample = h <= self.threshold
         part = (h[sample], np.asarray(scores, np.float32)[keep][sample], np.asarray(labels, np.float32)[keep][sample])
@@ -248,9 +282,14 @@ class GroupStream:
     def merge(self, other: GroupStream) -> None:
         self.parts += other.parts
         self.rows += other.rows
+        self.nonfinite += other.nonfinite
         self.resample(other.threshold)
 
     def metrics(self) -> dict[str, float]:
+        """GAUC and its group counts; all NaN (with ``nonfinite_predictions``) when any score was
+        non-finite; ``{}`` without rows."""
+        if self.nonfinite > 0:
+            return _unusable(GROUP_METRICS, self.nonfinite)
         if not self.parts:
             return {}
         h, s, y = (np.concatenate([p[i] for p in self.parts]) for i in range(3))

@@ -14,10 +14,16 @@ Each task is seen through views, a view being one output streamed against one la
 
 Oracle columns are named by label: ``oracle_<label>`` (the true E[label] per row) and
 ``oracle_<label>_given_<parent label>``; beside each view the oracle's score gives ``oracle_<metric>``.
+
+A view in which any row (of positive weight) had a NaN or infinite score has every metric NaN and
+reports how many rows did as ``nonfinite_predictions`` (named like its other metrics:
+``conditional_nonfinite_predictions``, ``nonfinite_predictions_entire_space``, ...). The count is part
+of each stream's summed state, so it covers every rank's rows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from recsys_mtl.metrics.streaming import BinaryStream, GroupStream, RegressionStream
+from recsys_mtl.metrics.streaming import NONFINITE, BinaryStream, GroupStream, RegressionStream
 from recsys_mtl.tasks.graph import TaskSpec, by_name
 
 
@@ -123,18 +129,22 @@ class TaskStreams:
             self.groups[k] = merged
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        """``{task: {metric: value}}`` with the oracle's as ``oracle_<metric>``."""
+        """``{task: {metric: value}}`` with the oracle's as ``oracle_<metric>``; a view with a
+        non-finite score: every metric NaN, and ``nonfinite_predictions``."""
         out: dict[str, dict[str, float]] = {t.name: {} for t in self.tasks}
         for (who, i), stream in self.streams.items():
             v = self.views[i]
             values = dict(stream.metrics())
             if (who, i) in self.groups:
-                values.update(self.groups[(who, i)].metrics())
+                # the row stream's count is the one summed over ranks; the group stream saw the same rows
+                values.update({k: x for k, x in self.groups[(who, i)].metrics().items() if k != NONFINITE})
+            if values.get(NONFINITE):
+                values = {k: x if k == NONFINITE else math.nan for k, x in values.items()}
             if v.suffix in ("_counterfactual", "_entire_space"):
                 # a conditional output against soft labels, or against its label on rows outside its
                 # space: only the ranking is meaningful; log loss or calibration would measure it
                 # against a label it does not predict
-                values = {k: values[k] for k in ("auc",) if k in values}
+                values = {k: values[k] for k in ("auc", NONFINITE) if k in values}
             for name, value in values.items():
                 key = f"{v.prefix}{name}{v.suffix}"
                 if who == "oracle":

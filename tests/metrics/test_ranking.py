@@ -132,3 +132,26 @@ def test_xauc_interval_is_exact_on_small_data_and_covers_the_exact_value_when_sa
     sampled = xauc_interval(p, t, num_pairs=20_000, seed=3)
     assert sampled.low < exact.value < sampled.high
     assert 0 < sampled.high - sampled.low < 0.03 and sampled.pairs < 20_000
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("rows", ["all", "one"])
+def test_a_non_finite_score_makes_every_metric_nan(bad, rows):
+    """A diverged model never gets a finite metric: sorting NaNs to one end gave an AUC of 0.5, and
+    clipping an infinite probability a finite log loss."""
+    rng = np.random.default_rng(8)
+    y = (rng.random(300) < 0.3).astype(float)
+    p = rng.uniform(0.05, 0.95, 300)
+    t = np.round(rng.exponential(10, 300))
+    groups = rng.integers(0, 10, 300)
+    if rows == "all":
+        p[:] = bad
+    else:
+        p[17] = bad
+    values = {
+        "auc": auc(p, y), "logloss": logloss(p, y), "ne": normalized_entropy(p, y), "calibration": calibration(p, y),
+        "pr_auc": pr_auc(p, y), "gauc": gauc(p, y, groups).value, "rmse": rmse(p, t), "mae": mae(p, t),
+        "xauc": xauc(p, t), "xauc_sampled": xauc_interval(p, t, num_pairs=1000).value,
+    }
+    assert {k: v for k, v in values.items() if not np.isnan(v)} == {}
+    assert gauc(p, y, groups).groups == 0 and xauc_interval(p, t).pairs == 0

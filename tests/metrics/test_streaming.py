@@ -100,3 +100,68 @@ def test_group_stream_is_exact_within_budget_and_samples_whole_groups_beyond():
     m = small.metrics()
     assert small.rows <= 10_000 and 0 < m["gauc_group_sample"] <= 0.25
     assert m["gauc"] == pytest.approx(reference.value, abs=0.03)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("rows", ["all", "some"])
+def test_non_finite_predictions_make_every_binary_metric_nan_and_are_counted(bad, rows):
+    p, y, g = clicks(20_000, seed=4)
+    p = p.copy()
+    pick = slice(None) if rows == "all" else slice(100, 103)
+    p[pick] = bad
+    expected = len(p) if rows == "all" else 3
+    w = np.ones_like(p)
+    w[-10:] = 0  # a padding row is not counted, whatever its score
+    p[-10:] = np.nan
+    if rows == "all":
+        expected -= 10
+    stream, groups = BinaryStream(), GroupStream()
+    for start in range(0, len(p), 4096):
+        part = slice(start, start + 4096)
+        stream.update(p[part], y[part], w[part])
+        groups.update(p[part], y[part], g[part], w[part])
+    m = stream.metrics()
+    assert m.pop("nonfinite_predictions") == expected
+    assert set(m) == {"logloss", "ne", "calibration", "auc", "pr_auc"} and all(np.isnan(v) for v in m.values()), m
+    assert stream.curves() == {}
+    gm = groups.metrics()
+    assert gm.pop("nonfinite_predictions") == expected and all(np.isnan(v) for v in gm.values()), gm
+
+
+def test_the_non_finite_count_is_part_of_the_summed_state():
+    p, y, g = clicks(20_000, seed=5)
+    bad = p.copy()
+    bad[:5] = np.nan
+    a, b, merged = BinaryStream(), BinaryStream(), BinaryStream()
+    a.update(bad[:10_000], y[:10_000])  # one rank had the NaNs
+    b.update(p[10_000:], y[10_000:])
+    assert np.isfinite(b.metrics()["auc"])
+    merged.load_state(a.state() + b.state())
+    m = merged.metrics()
+    assert m["nonfinite_predictions"] == 5 and np.isnan(m["auc"]) and np.isnan(m["logloss"])
+    ga, gb = GroupStream(), GroupStream()
+    ga.update(bad[:10_000], y[:10_000], g[:10_000])
+    gb.update(p[10_000:], y[10_000:], g[10_000:])
+    gb.merge(ga)
+    assert gb.metrics()["nonfinite_predictions"] == 5 and np.isnan(gb.metrics()["gauc"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_predictions_make_every_regression_metric_nan_and_are_counted(bad):
+    rng = np.random.default_rng(6)
+    t = rng.exponential(60, 10_000)
+    p = t * rng.lognormal(0, 0.5, 10_000)
+    for share in (slice(None), slice(0, 1)):
+        q = p.copy()
+        q[share] = bad
+        a, b, merged = RegressionStream(), RegressionStream(), RegressionStream()
+        a.update(q[:5000], t[:5000])
+        b.update(q[5000:], t[5000:], np.ones(5000))
+        merged.load_state(a.state() + b.state())
+        m = merged.metrics()
+        assert m.pop("nonfinite_predictions") == len(q[share])
+        assert set(m) == {"rmse", "mae", "xauc"} and all(np.isnan(v) for v in m.values()), m
+        assert merged.curves() == {}
+    finite = RegressionStream()
+    finite.update(p, t)
+    assert "nonfinite_predictions" not in finite.metrics() and np.isfinite(finite.metrics()["xauc"])

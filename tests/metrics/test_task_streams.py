@@ -66,3 +66,67 @@ def test_every_task_is_measured_on_its_space_and_funnel_stages_also_conditionall
     assert "oracle_auc" not in m["purchase"]  # the data carries no oracle for it
     assert {"auc", "logloss", "ne", "calibration", "pr_auc"} <= set(m["purchase"])
     assert set(streams.curves()) == {"click", "cart", "cart_given_click", "purchase", "purchase_given_cart", "cvr", "stay"}
+
+
+def test_a_view_with_non_finite_scores_has_every_metric_nan_and_the_count(columns):
+    cols = {k: v.copy() for k, v in columns.items()}
+    real = cols["weight"] > 0
+    clicked = np.flatnonzero((cols["label_click"] == 1) & real)
+    cols["cart_given_click"][clicked[:4]] = np.nan  # 4 rows of the conditional space
+    cols["cart_given_click"][np.flatnonzero((cols["label_click"] == 0) & real)[0]] = np.inf  # and one outside it
+    cols["click"][:] = np.nan  # every row
+    cols["stay"][clicked[0]] = np.inf
+    streams = TaskStreams(TASKS, set(cols), groups=True)
+    streams.update(cols, np.arange(len(cols["weight"])) % 500)
+    m = streams.metrics()
+    rows = int(real.sum())
+    click = {k: v for k, v in m["click"].items() if not k.startswith("oracle_")}
+    assert click.pop("nonfinite_predictions") == rows
+    assert {"auc", "logloss", "calibration", "gauc", "gauc_groups"} <= set(click) and all(np.isnan(v) for v in click.values())
+    assert np.isfinite(m["click"]["oracle_auc"]) and "oracle_nonfinite_predictions" not in m["click"]
+    cart = m["cart"]
+    assert cart["conditional_nonfinite_predictions"] == 4 and np.isnan(cart["conditional_auc"])
+    assert np.isnan(cart["conditional_logloss"]) and np.isfinite(cart["oracle_conditional_auc"])
+    assert cart["conditional_nonfinite_predictions_entire_space"] == 5 and np.isnan(cart["conditional_auc_entire_space"])
+    assert np.isfinite(cart["auc"]) and "nonfinite_predictions" not in cart  # the cart output itself is fine
+    assert m["stay"]["nonfinite_predictions"] == 1 and np.isnan(m["stay"]["rmse"]) and np.isnan(m["stay"]["xauc"])
+    assert np.isfinite(m["purchase"]["auc"])
+    curves = streams.curves()
+    assert "roc" not in curves["click"] and "roc" not in curves["cart_given_click"] and "roc" in curves["cart"]
+
+
+def _rank(rank: int, init: str, columns: dict[str, np.ndarray], out: str) -> None:
+    """One of two gloo ranks: rank 0's rows have 3 NaN click scores, rank 1's none."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        half = len(columns["weight"]) // 2
+        part = slice(0, half) if rank == 0 else slice(half, None)
+        cols = {k: v[part].copy() for k, v in columns.items()}
+        if rank == 0:
+            cols["click"][:3] = np.nan
+        streams = TaskStreams(TASKS, set(cols), groups=True)
+        streams.update(cols, np.arange(len(cols["weight"])) % 100)
+        streams.all_reduce()
+        click = streams.metrics()["click"]
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump({k: None if np.isnan(v) else v for k, v in click.items()}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_non_finite_count_is_summed_over_ranks(columns, tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    small = {k: v[:4000] for k, v in columns.items()}
+    mp.spawn(_rank, args=(f"file://{tmp_path / 'store'}", small, str(tmp_path / "click")), nprocs=2)
+    for rank in (0, 1):  # the rank whose rows were all finite knows too
+        click = json.loads((tmp_path / f"click.{rank}").read_text())
+        assert click["nonfinite_predictions"] == 3
+        assert click["auc"] is None and click["logloss"] is None and click["gauc"] is None
+        assert click["oracle_auc"] is not None
