@@ -2,6 +2,9 @@
 
 Routes: ``POST /v1/score``, ``GET /healthz`` (alive), ``GET /readyz`` (model loaded and warmed),
 ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (bearer token), ``/docs`` (OpenAPI).
+A server following a model root whose versions are all rejected (corrupt, non-finite weights or
+warm-up outputs) starts but is not ready: ``/readyz`` and ``/v1/score`` answer 503 with the reason
+until a servable version is loaded (by a poll or ``/admin/reload``).
 Scoring runs on the event loop thread: the work is CPU-bound and short, and one request at a time per
 worker keeps torch's threads from competing (concurrency comes from workers).
 """
@@ -111,7 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         poller = asyncio.create_task(poll()) if settings.poll_seconds > 0 and store.follows_root else None
-        log.info("ready: model %s, %d torch threads", store.current.scorer.version, settings.torch_threads)
+        if store.current is None:
+            waiting = f"polling every {settings.poll_seconds:g} s" if poller is not None else "polling is off"
+            log.error("NOT READY: %s; waiting for a servable version (%s; or POST /admin/reload)", store.not_ready, waiting)
+        else:
+            log.info("ready: model %s, %d torch threads", store.current.scorer.version, settings.torch_threads)
         yield
         if poller is not None:
             poller.cancel()
@@ -155,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         received = time.perf_counter()
         body = await read_body(request, settings.max_body_bytes)
         served = store.current  # this request finishes on this model, whatever a reload does meanwhile
+        if served is None:
+            raise RequestError(503, "not_ready", f"no model loaded: {store.not_ready or 'still starting'}")
         scorer = served.scorer
         parsed = parse_request(body, served.rules, settings.max_candidates)
         request_id = parsed.request_id or request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -183,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", summary="Readiness: a model is loaded and warmed")
     async def readyz() -> Response:
         if store.current is None:
-            return error(503, "not_ready", "no model loaded yet")
+            return error(503, "not_ready", f"no model loaded: {store.not_ready}" if store.not_ready else "no model loaded yet")
         return JSONResponse({"status": "ready", "model_version": store.current.scorer.version})
 
     @app.get("/metrics", summary="Prometheus metrics (all workers)")
@@ -203,7 +212,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RequestError(403, "forbidden", "the bearer token is not the admin token")
         result = await refresh()
         if result.rejected and not result.changed:
-            raise RequestError(409, "version_rejected", f"{result.rejected}; still serving {result.version}")
+            serving = f"still serving {result.version}" if result.version is not None else "nothing served (not ready)"
+            raise RequestError(409, "version_rejected", f"{result.rejected}; {serving}")
+        if result.version is None:
+            raise RequestError(503, "not_ready", f"no model loaded: {store.not_ready}")
         return JSONResponse(
             {"model_version": result.version, "changed": result.changed, "previous": result.previous, "rejected": result.rejected}
         )

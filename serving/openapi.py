@@ -167,6 +167,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "the body is not JSON", "content": _ERROR},
     413: {"description": "body or candidate list too large", "content": _ERROR},
     422: {"description": "the request does not fit the model's features", "content": _ERROR},
+    503: {"description": "no model loaded (not ready: every version found was rejected)", "content": _ERROR},
 }
 
 

@@ -3,8 +3,10 @@
 ``--model`` names a model root (the server follows its newest complete version) or one version
 directory (served as is). A switch loads and warms the new version off the event loop, then replaces
 one reference: a request holds the ``Scorer`` it started with, so in-flight requests finish on the old
-model and later ones see the new one. A version that fails its checksums or does not load is skipped
-(and not retried until its metadata changes); the server keeps serving what it has.
+model and later ones see the new one. A version that fails its checksums, does not load, has non-finite
+weights or gives non-finite outputs on the warm-up batch is rejected: skipped (and not retried until its
+metadata changes) while the server keeps serving what it has, or, with nothing servable yet, stays not
+ready (``ModelStore.not_ready`` says why) until a servable version appears.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import torch
 
 from recsys_mtl.config import MultiHotFeature
 from recsys_mtl.export.artifact import META, ArtifactError, load_artifact, newest_version
@@ -38,21 +41,30 @@ class Served:
 @dataclass(frozen=True)
 class Refresh:
     changed: bool
-    version: str | None
+    version: str | None  # None: nothing served (not ready)
     previous: str | None = None
-    rejected: str | None = None  # why the newest version was not loaded
+    rejected: str | None = None  # why the newest version(s) were not loaded
 
 
 def warm_up(scorer: Scorer) -> None:
     """Score requests of typical sizes with every feature null, through the request path (allocators,
-    thread pools and kernels are initialised before the first real request)."""
+    thread pools and kernels are initialised before the first real request). ``ArtifactError`` when an
+    output is not finite: the model would answer NaN (JSON ``null``) scores."""
     processor = scorer.processor
     columns = {f.source_column: pa.nulls(1, pa.float64()) for f in processor.config.features.dense}
     for f in processor.config.features.id_features:
         columns[f.source_column] = pa.nulls(1, pa.list_(pa.int64()) if isinstance(f, MultiHotFeature) else pa.int64())
     encoded = scorer.encode(pa.table(columns))
     for rows in WARMUP_CANDIDATES:
-        scorer.forward(repeat_rows(encoded, rows), rows)
+        outputs = scorer.forward(repeat_rows(encoded, rows), rows)
+        bad = {name: int((~torch.isfinite(value)).sum()) for name, value in outputs.items()}
+        bad = {name: count for name, count in bad.items() if count}
+        if bad:
+            counts = ", ".join(f"{name} {count} of {rows}" for name, count in bad.items())
+            raise ArtifactError(
+                f"model version {scorer.version} gives NaN or infinite outputs on the warm-up batch (every feature "
+                f"null): {counts} rows; not served"
+            )
 
 
 class ModelStore:
@@ -60,6 +72,7 @@ class ModelStore:
         self.path = Path(path)
         self.follows_root = not (self.path / META).is_file()
         self.current: Served | None = None
+        self.not_ready: str | None = None  # why nothing is served, while ``current`` is None after a refresh
         self._lock = threading.Lock()
         self._rejected: dict[Path, float] = {}  # version -> metadata mtime when it failed
 
@@ -69,14 +82,20 @@ class ModelStore:
 
     def refresh(self) -> Refresh:
         """Serve the newest loadable version when it is not the one served (blocking: call it off the
-        event loop). Versions that fail are skipped, newest first, down to the one served."""
+        event loop). Versions that fail are skipped, newest first, down to the one served. Following a
+        root with no servable version: nothing served (``Refresh.version`` None, ``not_ready`` says
+        why); one version directory that fails, or a root without any version: ``ArtifactError``."""
         with self._lock:
             current = self.current
             rejected = []
             while True:
                 target = newest_version(self.path, self._skip) if self.follows_root else self.path
                 if target is None and current is None:
-                    raise ArtifactError(f"{self.path} holds no complete model version; create one with `recsys-mtl export`")
+                    if not rejected and not self._rejected:
+                        raise ArtifactError(f"{self.path} holds no complete model version; create one with `recsys-mtl export`")
+                    if rejected:
+                        self.not_ready = f"no servable model version in {self.path}: " + "; ".join(rejected)
+                    return Refresh(False, None, rejected="; ".join(rejected) or None)
                 if target is None or (current is not None and target == current.path):
                     return Refresh(False, current.scorer.version, rejected="; ".join(rejected) or None)
                 started = time.perf_counter()
@@ -92,7 +111,7 @@ class ModelStore:
                     rejected.append(f"{target.name}: {exc}")
                     continue
                 rules = feature_rules(artifact.config, artifact.meta.get("id_types", {}))
-                self.current = Served(scorer, rules, target)
+                self.current, self.not_ready = Served(scorer, rules, target), None
                 log.info("serving model version %s (loaded and warmed in %.1fs)", scorer.version, time.perf_counter() - started)
                 previous = current.scorer.version if current else None
                 return Refresh(True, scorer.version, previous, "; ".join(rejected) or None)

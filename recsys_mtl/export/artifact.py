@@ -12,7 +12,8 @@ Layout of a model root (what ``export`` writes into and ``serve`` watches)::
 
 ``export`` writes a version under a hidden ``.partial`` name, adds ``metadata.json`` last, then renames
 the directory into place, so a reader never sees a half-written version. A version copied in by other
-means is checked against the sizes and SHA-256 sums in its metadata before it is loaded.
+means is checked against the sizes and SHA-256 sums in its metadata before it is loaded. Weights holding
+a NaN or an infinity (a diverged training run) are neither written nor loaded: such a model scores NaN.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -65,6 +67,28 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_checksums(directory: Path, names: tuple[str, ...] = (WEIGHTS, CONFIG, STATS)) -> dict[str, dict[str, Any]]:
+    """``{name: {"bytes", "sha256"}}`` of files in ``directory``: the ``files`` entry of ``metadata.json``."""
+    return {name: {"bytes": (Path(directory) / name).stat().st_size, "sha256": _sha256(Path(directory) / name)} for name in names}
+
+
+def non_finite(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` that hold a NaN or an infinity (integer tensors,
+    such as int8 embedding rows, cannot)."""
+    return [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def require_finite(state: Mapping[str, torch.Tensor], source: str, consequence: str) -> None:
+    """``ArtifactError`` naming how many (and which, the first few) tensors of ``state`` are not finite."""
+    bad = non_finite(state)
+    if bad:
+        names = ", ".join(bad[:5]) + (f", ... ({len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise ArtifactError(
+            f"{source}: {len(bad)} of {len(state)} weight tensors hold NaN or infinite values ({names}); "
+            f"a model with non-finite weights scores NaN: {consequence}"
+        )
+
+
 def default_version() -> str:
     """A version name that sorts by creation time (UTC, to the second)."""
     return "v" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -74,18 +98,20 @@ def write_artifact(
     root: Path, version: str, model: nn.Module, config: Config, stats: DenseStats, meta: dict[str, Any]
 ) -> Path:
     """Write ``root/version`` atomically and return it. ``meta`` gains format, version, created and
-    the file checksums."""
+    the file checksums. Refused (nothing written) when a weight is not finite."""
     root = Path(root)
     final = root / version
     if final.exists():
         raise ArtifactError(f"{final} already exists; pick another --version (versions are immutable)")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    require_finite(state, f"model version {version}", f"not written to {root}")
     partial = root / f".{version}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(partial / WEIGHTS))
+    save_file(state, str(partial / WEIGHTS))
     save_config(config, partial / CONFIG)
     stats.save(partial / STATS)
-    files = {name: {"bytes": (partial / name).stat().st_size, "sha256": _sha256(partial / name)} for name in (WEIGHTS, CONFIG, STATS)}
+    files = file_checksums(partial)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     full = {"format": FORMAT, "version": version, "created": created, **meta, "files": files}
     with open(partial / META, "w") as f:
@@ -163,12 +189,14 @@ def build_serving_model(config: Config, quantized: bool) -> nn.Module:
 
 
 def load_artifact(path: Path) -> Artifact:
-    """Verify and load one version (or the newest version of a root)."""
+    """Verify and load one version (or the newest version of a root); a version whose weights are not
+    all finite is refused (``ArtifactError``)."""
     path = resolve_model_path(path)
     meta = verify(path)
     config = load_config(path / CONFIG)
-    model = build_serving_model(config, quantized=meta.get("quantization") is not None)
     state = load_file(str(path / WEIGHTS))  # tensors only, by construction of the format
+    require_finite(state, str(path / WEIGHTS), "not loaded")
+    model = build_serving_model(config, quantized=meta.get("quantization") is not None)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from recsys_mtl.config import Config, ConfigError, apply_overrides, config_to_dict, validate_config
 from recsys_mtl.data.source import ParquetSource
-from recsys_mtl.export.artifact import default_version, write_artifact
+from recsys_mtl.export.artifact import default_version, require_finite, write_artifact
 from recsys_mtl.export.quantize import quantization_effect, quantize_embeddings_int8
 from recsys_mtl.export.scorer import Scorer
 from recsys_mtl.tasks.graph import SCORE, TaskSpec, output_names
@@ -120,12 +120,15 @@ def export_run(
     ``overrides`` may change ``ranking.*`` only (the serving formula, over the model's output names,
     ``ranking_config``); the features and the network are fixed by training. ``quantize="int8"`` stores
     int8 embedding tables and measures each task's AUC (XAUC for non-binary tasks) change on up to
-    ``sample_rows`` rows of ``sample_data`` (default: the run's eval split).
+    ``sample_rows`` rows of ``sample_data`` (default: the run's eval split). A checkpoint whose weights
+    are not all finite (a diverged run) is refused with an ``ArtifactError`` and nothing is written.
     """
     _only_ranking(overrides)  # refused before the run is loaded
     loaded = load_run(run)
     config = ranking_config(loaded.config, loaded.module.tasks, list(overrides), f"{run}/config.yaml")
     model = loaded.module.model
+    # before anything is measured or written: a diverged run's weights would be served as NaN scores
+    require_finite(model.state_dict(), f"checkpoint {loaded.checkpoint}", f"nothing exported to {root}")
     step, world = loaded.meta.get("step"), loaded.meta.get("world_size")
     log.info("exporting %s (checkpoint %s, step %s, written by %s ranks)", run, loaded.checkpoint.name, step, world)
     meta: dict[str, Any] = {

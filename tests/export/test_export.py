@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
+import torch.distributed.checkpoint as dcp
 from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
 
 from recsys_mtl.config import ConfigError, apply_overrides, config_to_dict, validate_config
@@ -21,10 +24,14 @@ from recsys_mtl.export.artifact import (
     newest_version,
     read_metadata,
     verify,
+    write_artifact,
 )
 from recsys_mtl.export.export import ranking_config
 from recsys_mtl.export.quantize import quantize_embeddings_int8
 from recsys_mtl.export.scorer import load_scorer
+from recsys_mtl.train.checkpoint import META as CHECKPOINT_META
+from recsys_mtl.train.run_dir import load_run
+from tests.export.tamper import one_nan, tampered_version
 from tests.train.conftest import check, cli
 
 
@@ -150,3 +157,64 @@ def test_an_exported_model_evaluates_like_its_run(small_run, model_root, small_d
     assert model["tasks"] == run["tasks"]
     no_out = cli("evaluate", "--run", str(model_root), "--data", str(small_data / "test"))
     assert no_out.returncode == 2 and "pass --out" in no_out.stderr
+
+
+def diverged_copy(run, dest, names: list[str]):
+    """A copy of ``run`` whose latest checkpoint has NaN in tensors ``names`` of the model (and an
+    infinity in the first): rewritten with DCP as training writes it, read back by ``load_unsharded``."""
+    shutil.copytree(run, dest)
+    loaded = load_run(dest)
+    state = loaded.module.state_dict()
+    with torch.no_grad():
+        for name in names:
+            state[f"model.{name}"].view(-1)[-1] = float("nan")
+        state[f"model.{names[0]}"].view(-1)[0] = float("inf")
+    rewritten = loaded.checkpoint.with_name(".rewritten")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*save in a single process", category=UserWarning)
+        dcp.save({"model": state}, checkpoint_id=str(rewritten), no_dist=True)
+    shutil.copy(loaded.checkpoint / CHECKPOINT_META, rewritten / CHECKPOINT_META)
+    shutil.rmtree(loaded.checkpoint)
+    rewritten.rename(loaded.checkpoint)
+    return loaded.checkpoint
+
+
+def test_export_refuses_a_checkpoint_with_non_finite_weights_and_writes_nothing(small_run, tmp_path):
+    names = [
+        "towers.click.head.bias", "ebc.embedding_bags.item_id.weight", "backbone.gates.0.weight",
+        "dense_arch.0.weight", "towers.watch_time.mlp.0.weight", "backbone.experts.3.2.bias", "ebc.embedding_bags.hour.weight",
+    ]
+    checkpoint = diverged_copy(small_run, tmp_path / "run", names)
+    out = tmp_path / "models"
+    out.mkdir()
+    for extra in ([], ["--quantize", "int8"]):
+        refused = cli("export", "--run", str(tmp_path / "run"), "--out", str(out), "--version", "v1", *extra)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        message = refused.stderr.strip().splitlines()[-1]
+        assert "error:" in message and "7 of 47 weight tensors hold NaN or infinite values" in message, message
+        assert str(checkpoint) in message and "nothing exported" in message
+        shown = [name for name in names if name in message]
+        assert len(shown) == 5 and "(2 more)" in message, message  # the first few, by state order
+        assert list(out.iterdir()) == []  # no version, no .partial left behind
+
+
+def test_writing_an_artifact_with_non_finite_weights_is_refused(model_root, tmp_path):
+    artifact = load_artifact(model_root / "v1")
+    with torch.no_grad():
+        artifact.model.towers["conversion"].head.bias.fill_(float("-inf"))
+    with pytest.raises(ArtifactError, match=r"version v2: 1 of 47 weight tensors .*towers\.conversion\.head\.bias"):
+        write_artifact(tmp_path, "v2", artifact.model, artifact.config, artifact.stats, {})
+    assert list(tmp_path.iterdir()) == []
+    # int8 embedding tables are integers: only the float tensors are checked
+    quantized = quantize_embeddings_int8(load_artifact(model_root / "v1").model)
+    write_artifact(tmp_path, "q", quantized, artifact.config, artifact.stats, {"quantization": {"dtype": "int8"}})
+    assert load_artifact(tmp_path / "q").version == "q"
+
+
+def test_a_version_with_non_finite_weights_passes_its_checksums_but_is_not_loaded(model_root, tmp_path):
+    bad = tampered_version(model_root / "v1", tmp_path / "v2", one_nan("ebc.embedding_bags.item_id.weight"))
+    assert verify(bad)["version"] == "v2"  # the checksums match: only the values give it away
+    for load in (load_artifact, load_scorer):
+        with pytest.raises(ArtifactError, match=r"1 of 47 weight tensors hold NaN .*\(ebc\.embedding_bags\.item_id\.weight\)"):
+            load(bad)
+    assert load_scorer(model_root / "v1").version == "v1"
