@@ -1,5 +1,7 @@
-"""The first release's task declaration (``labels:`` roles and task ``kind``s) is refused with the
-equivalent ``tasks:`` list of SPEC §2.1 written out, so moving a config over is a copy and paste."""
+"""The first release's task declaration (``labels:`` roles and task ``kind``s) is refused with the new
+``tasks:`` form written out for the config at hand: one task per label column (or per old task), and
+how to mark each task's place in the graph. Built from the config's own values, so nothing here names
+an objective."""
 
 from __future__ import annotations
 
@@ -7,44 +9,22 @@ from typing import Any
 
 import yaml
 
-_WATCH_LOSS = {
-    "weighted_logistic": {"type": "weighted_logistic"},
-    "log1p_mse": {"type": "regression", "transform": "log1p"},
-    "mse": {"type": "regression"},
-}
+_HOW = (
+    "then give each task its place: `after: <task>` for a funnel stage trained over every row (the old "
+    "ESMM kind), `where: <task>` for a model of that task's positive rows only (the old click-only kind), "
+    "`type: weighted_logistic` or `type: regression` (with `transform: log1p`) for a non-binary label (the "
+    "old duration losses), and `label: <column>` when the column is not named like the task"
+)
 
 
-def _translate(raw: dict[str, Any]) -> list[dict[str, Any]]:
-    """The new task list equivalent to an old ``labels`` + ``tasks`` pair (best effort)."""
-    labels = {"click": "click", **(raw.get("labels") or {})}
-    old_tasks = raw.get("tasks")
-    if not old_tasks:  # the first release's default tasks: those the label roles allow
-        old_tasks = [{"kind": "ctr"}] if labels.get("click") else []
-        old_tasks += [{"kind": "ctcvr"}] if labels.get("conversion") else []
-        old_tasks += [{"kind": "watch_time", **({} if labels.get("click") else {"loss": "log1p_mse"})}] if labels.get("watch_time") else []
-    click, conversion, watch = (labels.get(role) or role for role in ("click", "conversion", "watch_time"))
-    out: list[dict[str, Any]] = []
-    for old in old_tasks:
-        if not isinstance(old, dict):
-            continue
-        kind, weight = old.get("kind"), old.get("weight")
-        new: dict[str, Any]
-        if kind == "ctr":
-            new = {"name": "click", "label": click}
-        elif kind == "ctcvr":
-            new = {"name": "conversion", "label": conversion, "after": "click"}
-        elif kind == "cvr":
-            new = {"name": "cvr", "label": conversion, "where": "click"}
-        elif kind == "watch_time":
-            new = {"name": "watch_time", "label": watch, **_WATCH_LOSS.get(old.get("loss") or "weighted_logistic", {})}
-        else:
-            continue
-        if new.get("label") == new["name"]:
-            del new["label"]
-        if weight is not None and weight != 1.0:
-            new["weight"] = weight
-        out.append(new)
-    return out
+def _entries(raw: dict[str, Any]) -> list[dict[str, str]]:
+    """One plain task per label column of the old ``labels:`` (in order), else per old task name."""
+    labels = raw.get("labels")
+    columns = [c for c in labels.values() if isinstance(c, str)] if isinstance(labels, dict) else []
+    if columns:
+        return [{"name": c} for c in dict.fromkeys(columns)]
+    tasks = raw.get("tasks") if isinstance(raw.get("tasks"), list | tuple) else []
+    return [{"name": t["name"]} for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
 
 def legacy_tasks_message(raw: Any) -> str | None:
@@ -55,8 +35,8 @@ def legacy_tasks_message(raw: Any) -> str | None:
     old_kind = isinstance(tasks, list | tuple) and any(isinstance(t, dict) and ("kind" in t or "loss" in t) for t in tasks)
     if "labels" not in raw and not old_kind:
         return None
-    suggestion = yaml.safe_dump({"tasks": _translate(raw)}, sort_keys=False, default_flow_style=None).rstrip()
+    example = yaml.safe_dump({"tasks": _entries(raw) or [{"name": "<label column>"}]}, sort_keys=False, default_flow_style=None)
     return (
-        "labels: roles and task kind/loss are the first release's form; tasks are now one list (SPEC §2.1, "
-        "docs/tasks.md). Remove `labels:` and declare, for example:\n" + suggestion
+        "labels: roles and task kind/loss are the first release's form; declare one task per objective in a "
+        "`tasks:` list (SPEC §2.1, docs/tasks.md). Remove `labels:` and start from:\n" + example.rstrip() + "\n" + _HOW
     )

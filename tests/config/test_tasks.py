@@ -78,9 +78,8 @@ def test_the_first_release_form_fails_with_the_new_form_written_out():
         validate_config(raw)
     msg = str(err.value)
     assert "labels: roles and task kind/loss are the first release's form" in msg
-    assert "- {name: click, label: clk}" in msg
-    assert "- {name: conversion, after: click}" in msg
-    assert "- {name: watch_time, label: wt, type: weighted_logistic}" in msg
+    assert "tasks:\n- {name: clk}\n- {name: conversion}\n- {name: wt}\n" in msg  # one task per label column
+    assert "`after: <task>` for a funnel stage" in msg and "`where: <task>`" in msg and "type: weighted_logistic" in msg
     old_kinds = with_tasks([{"name": "ctr", "kind": "ctr"}, {"name": "cvr", "kind": "cvr"}])
-    with pytest.raises(ConfigError, match=r"name: cvr, label: conversion, where: click"):
+    with pytest.raises(ConfigError, match=r"- \{name: ctr\}\n- \{name: cvr\}"):
         validate_config(old_kinds)
