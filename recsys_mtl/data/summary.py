@@ -10,6 +10,7 @@ import torch
 
 from recsys_mtl.config import Config
 from recsys_mtl.features.batch import Batch
+from recsys_mtl.tasks.losses import row_weights
 from recsys_mtl.tasks.scale import dwarfing, initial_losses
 
 
@@ -35,11 +36,10 @@ class SplitSummary:
             self.seen[name][values] = True
             self.ids[name] += len(values)
         for t in self.tasks:
-            space = w if t.where is None else w * batch.labels[t.where]
-            y = batch.labels[t.name]
-            total = torch.stack([(y * space).sum(), space.sum()]).double()
+            space = row_weights(t, batch.labels, w, batch.sample_weights)
+            total = torch.stack([(batch.labels[t.name] * space).sum(), space.sum()]).double()
             self.label_sums[t.name] = self.label_sums.get(t.name, 0) + total
-        for name, total in initial_losses(self.tasks, batch.labels, w).items():
+        for name, total in initial_losses(self.tasks, batch.labels, w, batch.sample_weights).items():
             self.initial_losses[name] = self.initial_losses.get(name, 0) + total
 
     def loss_at_init(self) -> dict[str, float]:

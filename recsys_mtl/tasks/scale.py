@@ -9,29 +9,25 @@ import statistics
 
 import torch
 
-from recsys_mtl.tasks.graph import TaskSpec, chain
-from recsys_mtl.tasks.losses import regression_target
+from recsys_mtl.tasks.graph import TaskSpec
+from recsys_mtl.tasks.losses import row_weights, task_loss
 
 DWARF_RATIO = 100.0
 """A task whose loss (or gradient norm) exceeds the other tasks' median by this factor is reported."""
 
 
 def initial_losses(
-    tasks: list[TaskSpec], labels: dict[str, torch.Tensor], weights: torch.Tensor
+    tasks: list[TaskSpec], labels: dict[str, torch.Tensor], weights: torch.Tensor,
+    sample_weights: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Each task's loss summed over a batch, at initialisation (every logit 0), and the weight it is a
-    mean over: ``{task: [2]}`` (sum, rows) — accumulate over batches, then divide. Shapes: ``[B]``."""
+    mean over: ``{task: [2]}`` (sum, rows) — accumulate over batches, then divide. The training losses
+    themselves (``task_loss``, ``row_weights``) at zero logits. Shapes: ``[B]``."""
+    zeros = {t.name: torch.zeros_like(weights) for t in tasks}
     out = {}
     for t in tasks:
-        w = weights * labels[t.where] if t.where is not None else weights
-        y = labels[t.name]
-        if t.type == "binary":
-            p0 = 0.5 ** len(chain(tasks, t.name))  # a funnel stage starts at the product of halves
-            loss = -(y * math.log(p0) + (1 - y) * math.log1p(-p0))
-        elif t.type == "regression":
-            loss = regression_target(t, y) ** 2
-        else:
-            loss = math.log(2.0) * torch.where(y > 0, y * t.scale, torch.ones_like(y))
+        w = row_weights(t, labels, weights, sample_weights)
+        loss = task_loss(tasks, t, zeros, labels[t.name])
         out[t.name] = torch.stack([(loss * w).sum(), w.sum()]).double()
     return out
 

@@ -66,8 +66,11 @@ class TrainOptimizer:
         self.nonfinite_gradients = False
         if self.dense_params:
             # gradients are already all-reduced by DDP here, so every rank clips (and decides) identically
-            clip = self.train.grad_clip_norm if self.train.grad_clip_norm is not None else math.inf
-            norm = float(torch.nn.utils.clip_grad_norm_(self.dense_params, clip))
+            clip = self.train.grad_clip_norm
+            if clip is None:  # the norm only, to catch a non-finite gradient; nothing rescaled
+                norm = float(torch.nn.utils.get_total_norm([p.grad for p in self.dense_params if p.grad is not None]))
+            else:
+                norm = float(torch.nn.utils.clip_grad_norm_(self.dense_params, clip))
             self.last_grad_norm = norm
             if not math.isfinite(norm):
                 # a NaN gradient would turn every dense weight (and Adam's moments) NaN: skip the step
