@@ -31,7 +31,7 @@ from latency import latency_ms  # bench/latency.py
 from loadgen import run_load  # bench/loadgen.py (this script runs as bench/serve_latency.py)
 
 from recsys_mtl.export.artifact import resolve_model_path
-from recsys_mtl.export.scorer import load_scorer
+from recsys_mtl.export.load import load_scorer
 from serving.launch import running_server
 from serving.request import feature_rules, parse_request, per_candidate
 from serving.rows import request_from_rows

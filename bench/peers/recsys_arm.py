@@ -11,7 +11,7 @@ from latency import latency_ms  # bench/latency.py
 
 from recsys_mtl.config import load_config
 from recsys_mtl.export.export import export_run
-from recsys_mtl.export.scorer import load_scorer
+from recsys_mtl.export.load import load_scorer
 from recsys_mtl.train.loop import train
 
 # the peers' tasks (no watch time): click, and conversion as an ESMM funnel stage after click (its

@@ -10,7 +10,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a versioned serving artifact from a training run")
     p.add_argument("--run", dest="run_dir", type=Path, required=True, help="training run directory (the --out of train)")
     p.add_argument("--out", type=Path, required=True, help="model root: the version is written to OUT/VERSION")
-    p.add_argument("--version", default=None, help="version name (default: v<UTC date>-<time>)")
+    p.add_argument(
+        "--version", default=None,
+        help="version name (default: v<UTC date>-<time>); a root's newest version is the greatest name, runs of "
+        "digits compared as numbers (v9 < v10), so pick names that sort in publication order",
+    )
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 embedding tables (CPU serving)")
     p.add_argument(
         "--sample-data", default=None,

@@ -2,12 +2,11 @@
 
 ``recsys-mtl score`` and the HTTP server both score through ``Scorer``, which encodes features with the
 project's one ``FeatureProcessor`` (the path training uses), so offline and online scores of the same
-rows are the same numbers.
+rows are the same numbers. ``recsys_mtl.export.load.load_scorer`` builds one for a model version or
+a training run.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -59,17 +58,3 @@ class Scorer:
         outputs = self.forward(self.encode(table, quality=quality), table.num_rows)
         return {name: value.numpy() for name, value in outputs.items()}
 
-
-def load_scorer(path: Path) -> Scorer:
-    """A scorer for a model version, a model root (its newest version) or a training run directory
-    (its latest checkpoint, gathered from any world size)."""
-    from recsys_mtl.export.artifact import META, load_artifact
-
-    path = Path(path)
-    if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir() and not (path / META).is_file():
-        from recsys_mtl.train.run_dir import load_run
-
-        run = load_run(path)
-        return Scorer(run.config, run.stats, run.module.model, run.module.tasks, f"run:{path.name}")
-    artifact = load_artifact(path)
-    return Scorer(artifact.config, artifact.stats, artifact.model, artifact.tasks, artifact.version)

@@ -15,7 +15,8 @@ from torch import nn
 
 from recsys_mtl.config import Config, dump_config
 from recsys_mtl.data.quality import sum_over_ranks
-from recsys_mtl.export.artifact import META, load_artifact
+from recsys_mtl.export.artifact import META
+from recsys_mtl.export.load import load_artifact
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.progress import Progress
 from recsys_mtl.report.render import write_report

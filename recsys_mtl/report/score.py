@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from recsys_mtl.data.quality import DataQuality
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.errors import DataError
-from recsys_mtl.export.scorer import load_scorer
+from recsys_mtl.export.load import load_scorer
 from recsys_mtl.progress import Progress
 
 log = logging.getLogger("recsys_mtl.score")

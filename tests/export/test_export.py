@@ -3,9 +3,12 @@ an exported model scores exactly as the run it came from."""
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,23 +18,34 @@ import torch.distributed.checkpoint as dcp
 from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
 
 from recsys_mtl.config import ConfigError, apply_overrides, config_to_dict, validate_config
+from recsys_mtl.export import artifact as artifact_format
 from recsys_mtl.export.artifact import (
     FORMAT,
     META,
     WEIGHTS,
     ArtifactError,
-    load_artifact,
+    check_model_path,
     newest_version,
     read_metadata,
+    resolve_model_path,
+    scan_versions,
     verify,
+    version_order,
     write_artifact,
 )
 from recsys_mtl.export.export import ranking_config
+from recsys_mtl.export.load import load_artifact, load_scorer
 from recsys_mtl.export.quantize import quantize_embeddings_int8
-from recsys_mtl.export.scorer import load_scorer
 from recsys_mtl.train.checkpoint import META as CHECKPOINT_META
 from recsys_mtl.train.run_dir import load_run
-from tests.export.tamper import one_nan, tampered_version
+from tests.export.tamper import (
+    linked_file,
+    linked_outside,
+    malformed_metadata,
+    one_nan,
+    tampered_version,
+    unlisted_weights,
+)
 from tests.train.conftest import check, cli
 
 
@@ -54,31 +68,132 @@ def test_export_of_a_two_rank_checkpoint_scores_like_the_run(small_run, model_ro
         np.testing.assert_array_equal(from_artifact[name], values, err_msg=name)
 
 
-def test_a_tampered_or_half_copied_version_is_refused_and_skipped(model_root, tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(model_root / "v1", root / "v1")
-    shutil.copytree(model_root / "v1", root / "v2")
-    meta = json.loads((root / "v2" / META).read_text())
-    meta["created"] = "2999-01-01T00:00:00+00:00"  # the newest by far
-    (root / "v2" / META).write_text(json.dumps(meta))
-    with open(root / "v2" / WEIGHTS, "r+b") as f:  # a copy cut short
-        f.truncate(1000)
-    with pytest.raises(ArtifactError, match="wrong size"):
-        verify(root / "v2")
-    (root / ".v3.partial").mkdir()  # an export in progress
-    shutil.copytree(model_root / "v1", root / "v4")
-    (root / "v4" / META).unlink()  # metadata not written yet
-    assert newest_version(root) == root / "v2"
-    assert newest_version(root, skip=lambda p: p.name == "v2") == root / "v1"
-    weights = bytearray((model_root / "v1" / WEIGHTS).read_bytes())
-    weights[-1] ^= 0xFF  # same size, one bit of a weight flipped
-    (root / "v2" / WEIGHTS).write_bytes(bytes(weights))
-    with pytest.raises(ArtifactError, match="checksum"):
-        load_artifact(root / "v2")
+def test_a_root_orders_its_versions_by_name_and_reports_the_unusable_ones(model_root, tmp_path):
+    assert sorted(["v10", "v9", "v20261125-101500", "v1a", "v1", "v20261125-093000"], key=version_order) == [
+        "v1", "v1a", "v9", "v10", "v20261125-093000", "v20261125-101500"
+    ]
+    source, root = model_root / "v1", tmp_path / "root"
+    root.mkdir()
+    # "created" takes no part: a future date pins nothing, a number breaks nothing
+    tampered_version(source, root / "v1", None, created="2999-01-01T00:00:00+00:00")
+    tampered_version(source, root / "v2", None, created=12345)
+    tampered_version(source, root / "v10", None)
+    (root / ".v11.partial").mkdir()  # an export in progress
+    shutil.copytree(source, root / "v12")
+    (root / "v12" / META).unlink()  # metadata not written yet: not a version (yet)
+    (root / "README").write_text("the demo's models\n")
+    malformed_metadata(source, root / "v20")
+    linked_outside(source, root / "v21")
+    for name, change in (("v22", {"format": "recsys-mtl-model/1"}), ("v23", {"files": [WEIGHTS]}), ("v24", {"version": 7})):
+        shutil.copytree(source, root / name)
+        meta = json.loads((root / name / META).read_text())
+        (root / name / META).write_text(json.dumps({**meta, **change}))
+    shutil.copytree(source, root / "v25")
+    (root / "v25" / META).unlink()
+    (root / "v25" / META).symlink_to(source / META)
+    scan = scan_versions(root)
+    assert scan.versions == [root / "v10", root / "v2", root / "v1"]  # newest first
+    reasons = {problem.path.name: problem.reason for problem in scan.problems}
+    assert list(reasons) == ["v25", "v24", "v23", "v22", "v21", "v20"], reasons
+    assert "metadata.json is a symbolic link" in reasons["v25"]
+    assert "'version' is 7, not a name" in reasons["v24"]
+    assert "'files' is list, not a mapping" in reasons["v23"]
+    assert "model format 'recsys-mtl-model/1'" in reasons["v22"]
+    assert f"a symbolic link (to {tmp_path}/root-outside/v21)" in reasons["v21"]
+    assert "metadata.json is unreadable" in reasons["v20"]
+    assert newest_version(root) == resolve_model_path(root) == root / "v10"
     with pytest.raises(ArtifactError, match="no metadata.json"):
-        read_metadata(root / "v4")
+        read_metadata(root / "v12")
     with pytest.raises(ArtifactError, match="no complete model version"):
-        load_artifact(root / "v4")
+        load_artifact(root / "v12")
+    # serve starts on a root whose versions are all unusable (not ready, saying why), not on an empty one
+    only_broken = tmp_path / "only_broken"
+    only_broken.mkdir()
+    malformed_metadata(source, only_broken / "v1")
+    for path in (root, only_broken, root / "v1"):
+        check_model_path(path)
+    with pytest.raises(ArtifactError, match=r"no complete model version.*; v1: .*metadata\.json is unreadable"):
+        resolve_model_path(only_broken)
+    for path, message in ((root / "v12", "no complete model version"), (tmp_path / "nope", "does not exist")):
+        with pytest.raises(ArtifactError, match=message):
+            check_model_path(path)
+
+
+def truncated(source, dest):
+    """A copy cut short."""
+    shutil.copytree(source, dest)
+    with open(dest / WEIGHTS, "r+b") as f:
+        f.truncate(1000)
+    return dest
+
+
+def flipped(source, dest):
+    """The same size, one bit of a weight flipped."""
+    shutil.copytree(source, dest)
+    weights = bytearray((dest / WEIGHTS).read_bytes())
+    weights[-1] ^= 0xFF
+    (dest / WEIGHTS).write_bytes(bytes(weights))
+    return dest
+
+
+def extra_file(source, dest):
+    shutil.copytree(source, dest)
+    (dest / "notes.txt").write_text("not in the metadata\n")
+    return dest
+
+
+def extra_directory(source, dest):
+    shutil.copytree(source, dest)
+    (dest / "extra").mkdir()
+    return dest
+
+
+def listed_outside(source, dest):
+    """Metadata listing a file of another directory, with its true checksum."""
+    shutil.copytree(source, dest)
+    meta = json.loads((dest / META).read_text())
+    meta["files"][f"../{source.name}/{WEIGHTS}"] = meta["files"][WEIGHTS]
+    (dest / META).write_text(json.dumps(meta))
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (truncated, "model.safetensors is missing or has the wrong size"),
+        (flipped, "model.safetensors does not match its checksum"),
+        (unlisted_weights, "metadata.json lists no model.safetensors"),
+        (extra_file, "notes.txt is not listed in metadata.json"),
+        (extra_directory, "extra is not a regular file"),
+        (linked_file, "config.yaml is a symbolic link"),
+        (listed_outside, r"lists '\.\./v1/model\.safetensors', which is not a file of the version directory"),
+    ],
+    ids=lambda x: getattr(x, "__name__", ""),
+)
+def test_a_version_loads_only_if_its_metadata_lists_every_file_it_holds_as_it_is(model_root, tmp_path, damage, message):
+    version = damage(model_root / "v1", tmp_path / "v2")
+    for refuse in (verify, load_artifact):
+        with pytest.raises(ArtifactError, match=message):
+            refuse(version)
+
+
+def test_the_artifact_format_sits_below_what_loads_and_serves_models():
+    """``recsys_mtl.export``'s modules import each other without a cycle (imports inside functions
+    count), and the format imports none of them."""
+    package = Path(artifact_format.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for file in package.glob("*.py"):
+        names = imports.setdefault(file.stem, set())
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            names.update(m.split(".")[2] for m in modules if m.startswith("recsys_mtl.export."))
+    assert imports["artifact"] == set()
+    list(graphlib.TopologicalSorter(imports).static_order())  # CycleError on a circle
 
 
 def test_int8_export_uses_torchrec_quantized_tables_and_reports_the_change_per_task(small_run, model_root, small_data, tmp_path):
@@ -198,7 +313,7 @@ def test_export_refuses_a_checkpoint_with_non_finite_weights_and_writes_nothing(
         assert list(out.iterdir()) == []  # no version, no .partial left behind
 
 
-def test_writing_an_artifact_with_non_finite_weights_is_refused(model_root, tmp_path):
+def test_writing_an_artifact_with_non_finite_weights_or_failing_midway_leaves_nothing(model_root, tmp_path, monkeypatch):
     artifact = load_artifact(model_root / "v1")
     with torch.no_grad():
         artifact.model.towers["conversion"].head.bias.fill_(float("-inf"))
@@ -209,6 +324,15 @@ def test_writing_an_artifact_with_non_finite_weights_is_refused(model_root, tmp_
     quantized = quantize_embeddings_int8(load_artifact(model_root / "v1").model)
     write_artifact(tmp_path, "q", quantized, artifact.config, artifact.stats, {"quantization": {"dtype": "int8"}})
     assert load_artifact(tmp_path / "q").version == "q"
+    # a write that fails midway (the disk fills up) removes its .partial directory
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifact_format, "save_config", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_artifact(tmp_path, "v3", quantized, artifact.config, artifact.stats, {})
+    assert [p.name for p in tmp_path.iterdir()] == ["q"]
 
 
 def test_a_version_with_non_finite_weights_passes_its_checksums_but_is_not_loaded(model_root, tmp_path):

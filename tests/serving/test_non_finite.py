@@ -1,26 +1,27 @@
-"""A model that would answer NaN scores never serves: a version with non-finite weights, or whose outputs
-on the warm-up batch are not finite, is rejected at startup (the server is then not ready) and at a
-reload or a poll (the server keeps its model), with the reason and ``recsys_model_reloads_total``."""
+"""A model that would answer NaN scores, or that is not exactly what was exported, never serves: a version
+with non-finite weights or non-finite outputs on the warm-up batch, an unreadable metadata file, a link,
+or a file its metadata does not list is rejected at startup (the server is then not ready, or serves an
+older version) and at a reload or a poll (the server keeps its model), with the reason, once, in the
+log, the reload's answer and ``recsys_model_reloads_total``."""
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
+import re
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_mtl.export.artifact import ArtifactError
-from recsys_mtl.export.scorer import load_scorer
+from recsys_mtl.export.load import load_scorer
 from serving.store import warm_up
-from tests.export.tamper import huge, one_nan, tampered_version
+from tests.export.tamper import BROKEN, huge, tampered_version
 from tests.serving.conftest import ADMIN_TOKEN, make_client
 from tests.serving.test_app import one_request, post
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-NAN_ROW = one_nan("ebc.embedding_bags.item_id.weight")  # a row the warm-up batch does not read
 
 
 def rejected_reloads(client) -> float:
@@ -33,17 +34,18 @@ def finite_scores(response) -> bool:
     return all(v is not None and math.isfinite(v) for row in response.json()["scores"] for v in row.values())
 
 
-def test_a_root_whose_only_version_has_nan_weights_is_not_ready_until_a_good_one_comes(model_root, small_data, tmp_path, caplog):
+@pytest.mark.parametrize("broken", list(BROKEN))
+def test_a_root_whose_only_version_is_broken_is_not_ready_until_a_good_one_comes(broken, model_root, small_data, tmp_path, caplog):
+    publish, reason = BROKEN[broken]
     root = tmp_path / "models"
     root.mkdir()
-    tampered_version(model_root / "v1", root / "v1", NAN_ROW)
+    publish(model_root / "v1", root / "v1")
     caplog.set_level(logging.ERROR, logger="serving")
     with make_client(root) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["reason"] == "not_ready", ready.text
-        assert "v1" in ready.json()["detail"] and "1 of 47 weight tensors hold NaN" in ready.json()["detail"]
-        assert "ebc.embedding_bags.item_id.weight" in ready.json()["detail"]
-        assert any("NOT READY" in r.message and "hold NaN" in r.message for r in caplog.records)
+        assert re.search(f"v1: .*{reason}", ready.json()["detail"]), ready.text
+        assert any("NOT READY" in r.message and re.search(reason, r.message) for r in caplog.records)
         scored = post(client, one_request(small_data))
         assert scored.status_code == 503 and scored.json()["reason"] == "not_ready", scored.text
         assert rejected_reloads(client) == 1
@@ -56,35 +58,51 @@ def test_a_root_whose_only_version_has_nan_weights_is_not_ready_until_a_good_one
         assert finite_scores(post(client, one_request(small_data)))
 
 
-def test_reload_and_poll_reject_non_finite_versions_and_keep_serving(model_root, small_data, tmp_path):
+def test_reload_and_poll_reject_broken_versions_once_and_keep_serving(model_root, small_data, tmp_path, caplog):
     root = tmp_path / "models"
     root.mkdir()
-    shutil.copytree(model_root / "v1", root / "v1")
+    # while "created" ordered the versions, a future one pinned its version for good
+    tampered_version(model_root / "v1", root / "v1", None, created="2999-01-01T00:00:00+00:00")
+    broken = {f"v{i}": entry for i, entry in enumerate(BROKEN.values(), start=2)}
     with make_client(root) as client:
         assert rejected_reloads(client) == 0
-        # non-finite weights: refused when loaded
-        tampered_version(model_root / "v1", root / "v2", NAN_ROW, created="2999-01-01T00:00:00+00:00")
-        reload = client.post("/admin/reload", headers=ADMIN)
-        assert reload.status_code == 409 and reload.json()["reason"] == "version_rejected", reload.text
-        assert "v2" in reload.json()["detail"] and "1 of 47 weight tensors hold NaN" in reload.json()["detail"]
-        assert "still serving v1" in reload.json()["detail"]
-        assert rejected_reloads(client) == 1
+        for count, (version, (publish, reason)) in enumerate(broken.items(), start=1):
+            publish(model_root / "v1", root / version)
+            reload = client.post("/admin/reload", headers=ADMIN)
+            assert reload.status_code == 409 and reload.json()["reason"] == "version_rejected", reload.text
+            assert re.search(f"{version}: .*{reason}", reload.json()["detail"]), reload.text
+            assert "still serving v1" in reload.json()["detail"]
+            assert rejected_reloads(client) == count
+        # each is reported once: asked again, the server neither repeats nor counts them
+        again = client.post("/admin/reload", headers=ADMIN)
+        assert again.json() == {"model_version": "v1", "changed": False, "previous": None, "rejected": None}, again.text
+        assert rejected_reloads(client) == len(broken)
         scored = post(client, one_request(small_data))
         assert scored.status_code == 200 and scored.json()["model_version"] == "v1" and finite_scores(scored)
+    caplog.set_level(logging.ERROR, logger="serving")
+    caplog.clear()
     with make_client(root, poll_seconds=0.2) as client:
-        # at startup the newest version (v2) is rejected and the one before it served
+        # at startup the newer versions are all rejected (in one refresh) and v1 served
         assert client.get("/readyz").json() == {"status": "ready", "model_version": "v1"}
         assert rejected_reloads(client) == 1
-        # finite weights whose outputs are not (products overflow): refused by the warm-up, found by a poll
-        tampered_version(model_root / "v1", root / "v3", huge, created="2999-02-01T00:00:00+00:00")
+        # a "created" that is no date at all: the newest by name, served
+        tampered_version(model_root / "v1", root / "v7", None, created=12345)
         deadline = time.monotonic() + 60
-        while rejected_reloads(client) < 2:
-            assert time.monotonic() < deadline, "no poll rejected v3"
+        while client.get("/readyz").json().get("model_version") != "v7":
+            assert time.monotonic() < deadline, "no poll switched to v7"
             time.sleep(0.1)
-        assert client.app.state.store.current.scorer.version == "v1"
+        # finite weights whose outputs are not (products overflow): refused by the warm-up, found by a poll
+        tampered_version(model_root / "v1", root / "v8", huge)
+        while rejected_reloads(client) < 2:
+            assert time.monotonic() < deadline, "no poll rejected v8"
+            time.sleep(0.1)
+        time.sleep(1.0)  # five more polls
+        assert rejected_reloads(client) == 2
+        assert client.app.state.store.current.scorer.version == "v7"
         scored = post(client, one_request(small_data))
-        assert scored.status_code == 200 and scored.json()["model_version"] == "v1" and finite_scores(scored)
-        assert client.get("/readyz").json() == {"status": "ready", "model_version": "v1"}
+        assert scored.status_code == 200 and scored.json()["model_version"] == "v7" and finite_scores(scored)
+    logged = [r.message.split(":")[0] for r in caplog.records if " rejected: " in r.message]
+    assert sorted(logged) == sorted(f"model version {v} rejected" for v in [*broken, "v8"]), logged
 
 
 def test_warm_up_names_the_non_finite_outputs(model_root, tmp_path):

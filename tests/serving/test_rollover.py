@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -19,12 +20,13 @@ from recsys_mtl.config import load_config
 from recsys_mtl.export.artifact import META, WEIGHTS
 from serving.launch import running_server
 from serving.rows import request_from_rows
+from tests.export.tamper import linked_outside, malformed_metadata
 from tests.serving.conftest import ADMIN_TOKEN
 
 TOKEN = {"RECSYS_MTL_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
-def add_version(root: Path, source: Path, name: str, created: str, truncate: bool = False) -> None:
+def add_version(root: Path, source: Path, name: str, created: Any, truncate: bool = False) -> None:
     """Publish a copy of ``source`` as version ``name`` the way export does (write aside, rename in)."""
     partial = root / f".{name}.partial"
     shutil.copytree(source, partial)
@@ -88,23 +90,33 @@ def versions_in_order(results: list[tuple[int, str | None]]) -> list[str]:
 def test_admin_reload_switches_versions_without_a_failed_request(model_root, small_data, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
-    add_version(root, model_root / "v1", "v1", "2026-01-01T00:00:00+00:00")
-    with running_server(root, "--poll-seconds", "0", log=tmp_path / "server.log", env=TOKEN) as url, Traffic(url, a_request(small_data)) as traffic:
+    add_version(root, model_root / "v1", "v0", "2026-01-01T00:00:00+00:00")
+    add_version(root, model_root / "v1", "v1", 12345)  # a "created" that is no date: the newest by name all the same
+    malformed_metadata(model_root / "v1", root / "v9")  # the newest, unreadable: rejected at startup
+    log = tmp_path / "server.log"
+    with running_server(root, "--poll-seconds", "0", log=log, env=TOKEN) as url, Traffic(url, a_request(small_data)) as traffic:
         time.sleep(1.0)
-        add_version(root, model_root / "v1", "v3", "2026-03-01T00:00:00+00:00", truncate=True)  # newest, broken
+        add_version(root, model_root / "v1", "v3", "2026-03-01T00:00:00+00:00", truncate=True)  # broken
         add_version(root, model_root / "v1", "v2", "2026-02-01T00:00:00+00:00")
+        linked_outside(model_root / "v1", root / "v4")  # a link to a complete version elsewhere
         time.sleep(0.5)
         assert traffic.results[-1][1] == "v1"  # polling is off: nothing changes until the admin asks
         assert httpx.post(url + "/admin/reload").status_code == 401
         reload = httpx.post(url + "/admin/reload", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
         assert reload.status_code == 200, reload.text
-        assert reload.json()["model_version"] == "v2" and "v3" in reload.json()["rejected"]
+        rejected = reload.json()["rejected"]
+        assert reload.json()["model_version"] == "v2" and "v3: " in rejected and "v4: a symbolic link" in rejected
+        assert "v9" not in rejected  # reported once, at startup
         traffic.wait_for("v2")
         time.sleep(1.0)
+        reloads = {s.labels["result"]: s.value for s in samples(url, "recsys_model_reloads_total")}
+        assert reloads == {"loaded": 2, "rejected": 2}, reloads  # startup (v9) and the reload (v4, v3)
     statuses = {status for status, _ in traffic.results}
     assert statuses == {200}, [r for r in traffic.results if r[0] != 200][:5]
-    assert versions_in_order(traffic.results) == ["v1", "v2"]  # never the broken v3, never back
+    assert versions_in_order(traffic.results) == ["v1", "v2"]  # never a broken version, never back
     assert len(traffic.results) > 20
+    text = log.read_text()
+    assert text.count("model version v9 rejected: ") == 1 and "v9/metadata.json is unreadable" in text, text[-3000:]
 
 
 def samples(url: str, name: str) -> list:
