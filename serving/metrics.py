@@ -97,6 +97,13 @@ class ServerMetrics:
             "recsys_model_info", "1 for the model version a worker serves", ["version"],
             multiprocess_mode="liveall", registry=r,
         )
+        # labels: only the served model's feature names (requests naming others are refused)
+        self.missing_features = Counter(
+            "recsys_missing_features",
+            "scored candidates without a feature (absent or null; a request-level feature counts once per "
+            "candidate), by feature: divide by recsys_candidates_per_request_sum for the missing share",
+            ["feature"], registry=r,
+        )
 
     def observe_outputs(self, outputs: dict[str, np.ndarray], probabilities: Collection[str]) -> None:
         """``outputs``: a scorer's ``{output: [C]}``; ``probabilities``: which of them are probabilities

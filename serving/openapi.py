@@ -1,23 +1,20 @@
 """The OpenAPI description of ``POST /v1/score``: the body is parsed by hand (orjson, columnar
 checks), so its schema and an example built from the model's feature config are declared here, and the
 response schema and example list the model's outputs (docs/tasks.md), each described as a probability
-or an expected value. Both describe the version served at startup; a later version with another task
-list answers with its own outputs."""
+or an expected value. The app describes the version it serves: after a rollover ``/openapi.json`` is
+built anew from the new version's config and id types."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from recsys_mtl.config import Config, DenseFeature, MultiHotFeature, load_config
-from recsys_mtl.export.artifact import CONFIG, ArtifactError, resolve_model_path
+from recsys_mtl.config import Config, DenseFeature, MultiHotFeature
 from recsys_mtl.tasks.graph import SCORE, TaskSpec, chain, output_names, probability_outputs
 from recsys_mtl.tasks.outputs import predict, ranking_score
-
-log = logging.getLogger("serving")
+from serving.request import REQUEST_ID_RULE, FeatureRule
 
 FEATURE_VALUE = {
     "description": "an id (integer or string), a list of ids (multi-hot), a number (dense) or null",
@@ -29,27 +26,27 @@ FEATURE_VALUE = {
 FEATURES = {"type": "object", "additionalProperties": FEATURE_VALUE}
 
 
-def model_config(model: Path) -> Config | None:
-    """The config of the version ``model`` resolves to, or None (logged) when there is none yet."""
-    try:
-        return load_config(resolve_model_path(model) / CONFIG)
-    except (ArtifactError, OSError, ValueError) as exc:
-        log.warning("/docs without the model's features and outputs: %s", exc)
-        return None
+def _ids(values: list[Any], id_type: str | None) -> list[Any]:
+    """Example ids as the feature was trained: strings for string ids, else integers."""
+    if id_type != "string":
+        return values
+    return [[str(v) for v in x] if isinstance(x, list) else str(x) for x in values]
 
 
-def _example(config: Config | None) -> dict[str, Any]:
-    """A request over the model's features, placed by their configured ``side``."""
+def _example(config: Config | None, rules: Mapping[str, FeatureRule] | None = None) -> dict[str, Any]:
+    """A request over the model's features, placed by their configured ``side``; ids of the type
+    each feature was trained on (``rules``: the served version's, with training's id types)."""
     if config is None:
         return {"user": {"user_id": 42}, "context": {}, "candidates": [{"item_id": 1001}, {"item_id": 1002}]}
     request: dict[str, Any] = {"request_id": "r-1", "user": {}, "context": {}, "candidates": [{}, {}]}
     for i, f in enumerate((*config.features.id_features, *config.features.dense)):
+        rule = rules.get(f.name) if rules is not None else None
         if isinstance(f, DenseFeature):
             values = [1.5, 19.9]
         elif isinstance(f, MultiHotFeature):
-            values = [[3, 7], [5]]
+            values = _ids([[3, 7], [5]], rule.id_type if rule else None)
         else:
-            values = [i + 1, i + 2]
+            values = _ids([i + 1, i + 2], rule.id_type if rule else None)
         if f.side == "item":
             for candidate, value in zip(request["candidates"], values, strict=True):
                 candidate[f.name] = value
@@ -58,13 +55,18 @@ def _example(config: Config | None) -> dict[str, Any]:
     return request
 
 
-def request_body_schema(config: Config | None, max_candidates: int) -> dict[str, Any]:
+def request_body_schema(
+    config: Config | None, max_candidates: int, rules: Mapping[str, FeatureRule] | None = None
+) -> dict[str, Any]:
     schema = {
         "type": "object",
         "required": ["candidates"],
         "additionalProperties": False,
         "properties": {
-            "request_id": {"type": "string", "description": "echoed back (default: X-Request-ID, else generated)"},
+            "request_id": {
+                "type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x20-\\x7e]+$",
+                "description": f"echoed back (default: X-Request-ID, else generated); {REQUEST_ID_RULE}",
+            },
             "user": {**FEATURES, "description": "request-level features, encoded once for all candidates"},
             "context": {**FEATURES, "description": "request-level features, encoded once for all candidates"},
             "candidates": {
@@ -73,7 +75,7 @@ def request_body_schema(config: Config | None, max_candidates: int) -> dict[str,
             },
         },
     }
-    return {"required": True, "content": {"application/json": {"schema": schema, "example": _example(config)}}}
+    return {"required": True, "content": {"application/json": {"schema": schema, "example": _example(config, rules)}}}
 
 
 def _number(value: float) -> str:
@@ -164,18 +166,26 @@ _ERROR = {"application/json": {"schema": {
     "type": "object", "properties": {"detail": {"type": "string"}, "reason": {"type": "string"}},
 }}}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "the body is not JSON", "content": _ERROR},
+    400: {"description": "the body is not JSON, or X-Request-ID is not a valid request id", "content": _ERROR},
     413: {"description": "body or candidate list too large", "content": _ERROR},
+    415: {"description": "the Content-Type is not application/json", "content": _ERROR},
     422: {"description": "the request does not fit the model's features", "content": _ERROR},
     503: {"description": "no model loaded (not ready: every version found was rejected)", "content": _ERROR},
 }
 
 
-def score_openapi(model: Path, max_candidates: int) -> dict[str, Any]:
-    """``app.post`` keyword arguments describing ``POST /v1/score`` for the model at ``model``."""
-    config = model_config(model)
+REQUEST_ID_HEADER = {
+    "name": "X-Request-ID", "in": "header", "required": False,
+    "description": f"the request id when the body has none (else one is generated); {REQUEST_ID_RULE}, else 400",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+}
+
+
+def score_openapi(config: Config | None, rules: Mapping[str, FeatureRule] | None, max_candidates: int) -> dict[str, Any]:
+    """``app.post`` keyword arguments describing ``POST /v1/score`` for a model of ``config`` (None:
+    no model served) whose request rules are ``rules`` (the id type of each feature)."""
     return {
-        "openapi_extra": {"requestBody": request_body_schema(config, max_candidates)},
+        "openapi_extra": {"requestBody": request_body_schema(config, max_candidates, rules), "parameters": [REQUEST_ID_HEADER]},
         "responses": {
             200: {
                 "description": "every output of the model per candidate (probabilities and expected values) and the ranking score",

@@ -6,12 +6,16 @@ value by value, to name the candidate and feature at fault.
 
 Shapes: C candidates; request-level features (``user`` and ``context``) form a 1-row table encoded
 once and repeated for the C candidates; per-candidate features form a C-row table.
+
+Error messages quote what the client sent only through ``clip`` / ``quoted_names`` (bounded length), so
+a 4 MB feature name or 10,000 unknown features never come back in a 4 MB answer.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,27 @@ from recsys_mtl.features.processor import Encoded, repeat_rows
 
 TOP_LEVEL = ("request_id", "user", "context", "candidates")
 _REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")
+REQUEST_ID_RULE = "1 to 128 printable ASCII characters (it is echoed in the X-Request-ID header)"
+ECHO_CHARS = 64  # at most this much of any client-given text is quoted in an error message
+ECHO_NAMES = 5  # and at most this many of its names
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis says it was cut): client input in a message."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted_names(names: Iterable[str]) -> str:
+    """``['a', 'b', … (N more)]``: client-given names, each clipped, the first few of them."""
+    names = list(names)
+    shown = ", ".join(repr(clip(n)) for n in names[:ECHO_NAMES])
+    more = f", … ({len(names) - ECHO_NAMES} more)" if len(names) > ECHO_NAMES else ""
+    return f"[{shown}{more}]"
+
+
+def valid_request_id(value: str) -> bool:
+    """A request id the server echoes (body ``request_id`` or ``X-Request-ID``): ``REQUEST_ID_RULE``."""
+    return _REQUEST_ID.fullmatch(value) is not None
 
 
 class RequestError(Exception):
@@ -75,6 +100,8 @@ class ScoreRequest:
     candidates: pa.Table  # C rows: features given by at least one candidate
     shared_names: list[str]
     candidate_names: list[str]
+    # candidates scored without each feature (absent or null; a request-level one counts for all C)
+    missing: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_candidates(self) -> int:
@@ -101,15 +128,14 @@ def parse_json(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         raise RequestError(
             400, "malformed_json",
-            f"the request body is not valid JSON ({exc}); note that NaN and Infinity are not JSON numbers: "
+            f"the request body is not valid JSON ({clip(str(exc), 200)}); note that NaN and Infinity are not JSON numbers: "
             "send null for a missing value",
         ) from None
 
 
 def _describe(value: Any) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}
-    text = orjson.dumps(value).decode()
-    return f"{kind.get(type(value), type(value).__name__)} {text[:40] + '…' if len(text) > 40 else text}"
+    return f"{kind.get(type(value), type(value).__name__)} {clip(orjson.dumps(value).decode(), 40)}"
 
 
 def _value_problem(rule: FeatureRule, value: Any) -> str | None:
@@ -135,6 +161,10 @@ def _value_problem(rule: FeatureRule, value: Any) -> str | None:
         elif not (v is None and rule.kind == "multi_hot"):
             return "not an id"
     return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _place(where: str, i: int) -> str:
@@ -189,7 +219,8 @@ def _typed_column(rule: FeatureRule, values: list[Any], where: str) -> pa.Array:
     if rule.kind == "dense":  # numbers Arrow would not take in one call (e.g. integers past int64)
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     if rule.id_type == "string":  # ints among string ids: hashed as their decimal text, like training's strings
-        as_text = [[str(v) for v in x] if type(x) is list else (str(x) if x is not None else None) for x in values]
+        # a null stays null (no id: the reserved bucket, as in training), in a list or alone
+        as_text = [[_text(v) for v in x] if type(x) is list else _text(x) for x in values]
         return pa.array(as_text, pa.list_(pa.string()) if rule.kind == "multi_hot" else pa.string())
     raise RequestError(
         422, "mixed_id_types",
@@ -213,16 +244,12 @@ def parse_request(body: bytes, rules: dict[str, FeatureRule], max_candidates: in
         raise RequestError(422, "bad_request_shape", f"the body must be a JSON object with {list(TOP_LEVEL)}, got {_describe(obj)}")
     unknown = [k for k in obj if k not in TOP_LEVEL]
     if unknown:
-        raise RequestError(422, "unknown_field", f"unknown top-level field(s) {unknown}; allowed: {list(TOP_LEVEL)}")
+        raise RequestError(422, "unknown_field", f"unknown top-level field(s) {quoted_names(unknown)}; allowed: {list(TOP_LEVEL)}")
     request_id = obj.get("request_id")
     if type(request_id) is int:
         request_id = str(request_id)
-    if request_id is not None and (type(request_id) is not str or not _REQUEST_ID.fullmatch(request_id)):
-        raise RequestError(
-            422, "bad_request_id",
-            f"request_id must be 1 to 128 printable ASCII characters (it is echoed in the X-Request-ID header), "
-            f"got {_describe(request_id)}",
-        )
+    if request_id is not None and (type(request_id) is not str or not valid_request_id(request_id)):
+        raise RequestError(422, "bad_request_id", f"request_id must be {REQUEST_ID_RULE}, got {_describe(request_id)}")
     user, context = _object(obj.get("user"), "user"), _object(obj.get("context"), "context")
     candidates = obj.get("candidates")
     if type(candidates) is not list:
@@ -239,31 +266,38 @@ def parse_request(body: bytes, rules: dict[str, FeatureRule], max_candidates: in
             raise RequestError(422, "bad_request_shape", f"candidates[{i}] must be an object of features by name, got {_describe(c)}")
     both = sorted(set(user) & set(context))
     if both:
-        raise RequestError(422, "duplicate_feature", f"feature(s) {both} are given in both user and context; give each once")
+        raise RequestError(
+            422, "duplicate_feature", f"feature(s) {quoted_names(both)} are given in both user and context; give each once"
+        )
     shared = {**user, **context}
     candidate_keys = set().union(*candidates)
     unknown = sorted((set(shared) | candidate_keys) - set(rules))
     if unknown:
         raise RequestError(
-            422, "unknown_feature", f"unknown feature(s) {unknown}; this model's features: {sorted(rules)}"
+            422, "unknown_feature", f"unknown feature(s) {quoted_names(unknown)}; this model's features: {sorted(rules)}"
         )
     missing = sorted(name for name, rule in rules.items() if rule.required and name not in shared and name not in candidate_keys)
     if missing:
         raise RequestError(
             422, "missing_feature", f"required feature(s) {missing} missing (give them in user/context, or in every candidate)"
         )
-    shared_cols, candidate_cols = {}, {}
+    shared_cols, candidate_cols, missing = {}, {}, {}
     for name, rule in rules.items():
         if name in candidate_keys:
             default = shared.get(name)  # a request-level value fills candidates that do not give one
             values = [c.get(name, default) for c in candidates]
-            candidate_cols[rule.column] = _column(rule, values, "candidates")
+            array = candidate_cols[rule.column] = _column(rule, values, "candidates")
+            nulls = array.null_count
         else:
-            shared_cols[rule.column] = _column(rule, [shared.get(name)], "user" if name in user else "context")
+            array = shared_cols[rule.column] = _column(rule, [shared.get(name)], "user" if name in user else "context")
+            nulls = len(candidates) if array.null_count else 0
+        if nulls:
+            missing[name] = nulls
     return ScoreRequest(
         request_id,
         pa.table(shared_cols) if shared_cols else pa.table({"_": [None]}),
         pa.table(candidate_cols) if candidate_cols else pa.table({"_": [None] * len(candidates)}),
         [n for n in rules if n not in candidate_keys],
         [n for n in rules if n in candidate_keys],
+        missing,
     )

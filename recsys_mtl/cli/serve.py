@@ -21,24 +21,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poll-seconds", type=float, default=10.0, help="look for a new version this often (0: on /admin/reload only)")
     p.add_argument("--torch-threads", type=int, default=None, help="intra-op threads per worker (default: half its share of the cores)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: metrics count them)")
+    limits = p.add_argument_group("connection limits, per worker (default: the RECSYS_MTL_<NAME> variable, else as shown)")
+    limits.add_argument("--read-timeout-seconds", type=float, help="a request must arrive whole this soon after its first byte, else 408 (30)")
+    limits.add_argument("--max-header-bytes", type=int, help="request line and headers at most this large, else 431 (16384)")
+    limits.add_argument("--max-headers", type=int, help="at most this many header fields, else 431 (100)")
+    limits.add_argument("--max-connections", type=int, help="open connections a worker serves; a request past them gets 503 (512)")
+    limits.add_argument("--keep-alive-seconds", type=float, help="close a connection idle this long (5); keep above a proxy's idle timeout")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from recsys_mtl.export.artifact import resolve_model_path
+    from recsys_mtl.export.artifact import check_model_path
     from serving.protocol import NoDelayHttpToolsProtocol
+    from serving.settings import HttpLimits
 
-    resolve_model_path(args.model)  # fail here, with the reason, rather than in every worker
+    check_model_path(args.model)  # fail here, with the reason, rather than in every worker
     env = {
         "MODEL": str(args.model.resolve()), "WORKERS": args.workers, "MAX_CANDIDATES": args.max_candidates,
         "MAX_BODY_BYTES": args.max_body_bytes, "POLL_SECONDS": args.poll_seconds,
     }
     if args.torch_threads is not None:
         env["TORCH_THREADS"] = args.torch_threads
+    for name in ("read_timeout_seconds", "max_header_bytes", "max_headers", "max_connections", "keep_alive_seconds"):
+        if getattr(args, name) is not None:  # else the variable, if set, stands
+            env[name.upper()] = getattr(args, name)
     for key, value in env.items():
         os.environ[f"RECSYS_MTL_{key}"] = str(value)
+    limits = HttpLimits.from_env()  # checked here (a bad value: exit 2); each worker's protocol reads them too
     metrics_dir = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # the workers are fresh processes (spawned), so they import prometheus_client in multiprocess mode
@@ -55,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
             "serving.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
             access_log=args.access_log, log_config=log_config, timeout_graceful_shutdown=10,
             http=NoDelayHttpToolsProtocol, loop="uvloop",
+            # uvicorn answers 503 at len(connections) >= limit, the asking connection included
+            limit_concurrency=limits.max_connections + 1, timeout_keep_alive=limits.keep_alive_seconds,  # type: ignore[arg-type]
+            # a worker that does not answer uvicorn's ping this long is killed and restarted: importing
+            # torch in several workers at once on a busy small node can hold the GIL past uvicorn's 5 s
+            timeout_worker_healthcheck=30,
         )
     finally:
         if metrics_dir:

@@ -147,14 +147,15 @@ def test_bad_input_gets_a_4xx_that_says_what_is_wrong(client, body, status, reas
 
 
 def test_oversized_bodies_are_refused_before_they_are_read(client):
-    declared = client.post("/v1/score", content=b"{" + b" " * (300 << 10) + b"}")
+    json = {"content-type": "application/json"}
+    declared = client.post("/v1/score", content=b"{" + b" " * (300 << 10) + b"}", headers=json)
     assert declared.status_code == 413 and "at most" in declared.json()["detail"]
 
     def chunks():  # no content-length: the limit applies while streaming
         for _ in range(300):
             yield b" " * 1024
 
-    streamed = client.post("/v1/score", content=chunks())
+    streamed = client.post("/v1/score", content=chunks(), headers=json)
     assert streamed.status_code == 413 and "limit" in streamed.json()["detail"]
 
 

@@ -20,7 +20,8 @@ from recsys_mtl.data.synthetic import PRESETS
 from recsys_mtl.export.export import export_run
 from serving.rows import request_from_rows
 from tests.conftest import SMALL_MODEL
-from tests.serving.conftest import make_client
+from tests.serving.conftest import ADMIN_TOKEN, make_client
+from tests.serving.test_rollover import add_version
 from tests.train.conftest import check, cli
 
 VIDEO = PRESETS["video"]
@@ -145,3 +146,23 @@ def test_a_sum_ranking_scores_the_weighted_sum_of_outputs(video):
     np.testing.assert_allclose([s["score"] for s in scores], expected, rtol=1e-5)
     items = described["content"]["application/json"]["schema"]["properties"]["scores"]["items"]["properties"]
     assert items["score"]["description"] == "ranking score (sum): 1·click + 0.5·like_given_click + 2·share + 0.01·watch_time"
+
+
+def test_openapi_describes_the_version_served_after_a_rollover(video, model_root, tmp_path):
+    def described(client: TestClient) -> tuple[list[str], dict]:
+        operation = client.get("/openapi.json").json()["paths"]["/v1/score"]["post"]
+        items = operation["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["scores"]["items"]
+        return list(items["properties"]), operation["requestBody"]["content"]["application/json"]["example"]
+
+    root = tmp_path / "models"
+    root.mkdir()
+    add_version(root, model_root / "v1", "v1", "2026-01-01T00:00:00+00:00")  # the classic three-task model
+    with make_client(root) as client:
+        outputs, _ = described(client)
+        assert outputs == ["click", "conversion", "conversion_given_click", "watch_time", "score"]
+        add_version(root, video["models"] / "v1", "v2", "2026-02-01T00:00:00+00:00")  # six objectives
+        reload = client.post("/admin/reload", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert reload.status_code == 200 and reload.json()["model_version"] == "v2", reload.text
+        outputs, example = described(client)
+        assert outputs == OUTPUTS
+        assert post(client, example).json()["scores"][0].keys() == set(OUTPUTS)  # the example fits the new model
