@@ -27,6 +27,7 @@ def relaunch(nproc: int) -> int:
     line would take ``--run`` for an abbreviation of its ``--run-path``."""
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     argv = sys.argv[1:]
@@ -43,5 +44,13 @@ def relaunch(nproc: int) -> int:
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
     )
-    elastic_launch(config, sys.executable)("-u", "-m", "recsys_mtl", *argv)
+    try:
+        elastic_launch(config, sys.executable)("-u", "-m", "recsys_mtl", *argv)
+    except ChildFailedError as exc:
+        # the first rank to fail has said why: its exit code (2: input or storage, 1: the job) is the
+        # command's, without the launcher's traceback; a rank killed by a signal keeps the launcher's report
+        code = exc.get_first_failure()[1].exitcode
+        if code > 0:
+            return code
+        raise
     return 0

@@ -11,21 +11,31 @@ add ``meta.json`` (step, data position, world size, resolved config, metrics) an
 into place, then rewrite ``LATEST`` through a temporary file. A kill at any moment therefore leaves the
 previous checkpoint complete and ``LATEST`` pointing at it. DCP stores tensors with their global
 shapes and offsets, so a checkpoint loads at any world size (the planner's new shards read their rows).
+
+A write that fails for the storage's sake (no space left on device, a quota, permission denied, a
+read-only or failing disk) removes the ``.partial`` directory and raises ``StorageError`` on every
+rank, naming the checkpoint, the directory, the cause and the checkpoint that stays latest.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
+
+from recsys_mtl.errors import StorageError
+from recsys_mtl.train.distributed import broadcast_object
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +49,15 @@ def _name(step: int) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -67,7 +81,8 @@ def latest_checkpoint(root: Path) -> Path | None:
 def save_checkpoint(
     root: Path, step: int, model: nn.Module, optimizer: Any, meta: dict[str, Any], keep: int
 ) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint directory."""
+    """Collective: every rank calls it. Returns the final checkpoint directory; ``StorageError`` on
+    every rank when the storage fails the write (the previous checkpoint stays latest)."""
     rank = dist.get_rank()
     final = root / _name(step)
     partial = root / f".{_name(step)}.partial"
@@ -76,19 +91,93 @@ def save_checkpoint(
         for stale in root.glob(".step_*.partial"):
             shutil.rmtree(stale, ignore_errors=True)
     dist.barrier()
-    dcp.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, checkpoint_id=str(partial))
+    try:
+        dcp.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, checkpoint_id=str(partial))
+    except (CheckpointException, OSError, RuntimeError) as exc:
+        # every rank gets the same CheckpointException (DCP gathers each rank's outcome)
+        cause = storage_failure(exc)
+        if cause is None:
+            raise
+        raise StorageError(_failed_write(root, final, partial, cause, rank == 0)) from exc
     dist.barrier()
+    failure = None
     if rank == 0:
-        _write_atomic(partial / META, json.dumps({**meta, "step": step}, indent=2, default=str) + "\n")
-        if final.exists():  # the same step saved twice (e.g. end of epoch == last step)
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        _write_atomic(root / LATEST, final.name + "\n")
-        for old in complete_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        log.info("checkpoint %s written", final)
-    dist.barrier()
+        try:
+            _finish(root, partial, final, {**meta, "step": step}, keep)
+        except OSError as exc:
+            failure = _failed_write(root, final, partial, _describe(exc), remove=True)
+    failure = broadcast_object(failure)  # also the closing barrier: no rank runs ahead of the rename
+    if failure:
+        raise StorageError(failure)
     return final
+
+
+def _finish(root: Path, partial: Path, final: Path, meta: dict[str, Any], keep: int) -> None:
+    """Rank 0, once every shard is written: meta.json, the rename into place, LATEST, pruning."""
+    _write_atomic(partial / META, json.dumps(meta, indent=2, default=str) + "\n")
+    if final.exists():  # the same step saved twice (e.g. end of epoch == last step)
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    _write_atomic(root / LATEST, final.name + "\n")
+    for old in complete_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("checkpoint %s written", final)
+
+
+def _failed_write(root: Path, final: Path, partial: Path, cause: str, remove: bool) -> str:
+    """The message for a checkpoint the storage refused; removes the partial write when ``remove``."""
+    try:
+        usage = shutil.disk_usage(root)
+        free = f"; {usage.free / 2**30:.2f} GiB of {usage.total / 2**30:.2f} GiB free there now"
+    except OSError:
+        free = ""
+    if remove:
+        shutil.rmtree(partial, ignore_errors=True)
+    latest = latest_checkpoint(root)
+    kept = f"{latest.name} is still the latest checkpoint" if latest else "the run has no complete checkpoint yet"
+    return (
+        f"cannot write checkpoint {final.name} under {root}: {cause}{free}. The partial write was removed and "
+        f"{kept}. Free space there (older runs, or a lower train.keep_checkpoints) or move the run to a larger "
+        "disk, then continue it with --resume"
+    )
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its causes and contexts, and the per-rank errors a ``CheckpointException`` carries."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        stack += [x for x in (e.__cause__, e.__context__) if x is not None]
+        if isinstance(e, CheckpointException):
+            stack += [wrapped[0] for wrapped in e.failures.values()]
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device ({exc.strerror})"
+    return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """Why the storage refused a checkpoint write, or None when ``exc`` is not a storage failure.
+
+    A full disk reaches DCP as an ``OSError`` (ENOSPC) from the file's write or close, or, when
+    ``torch.save`` was writing, as its zip writer's ``RuntimeError`` ("[enforce fail at
+    inline_container.cc] unexpected pos") whose context is the ``OSError`` (lost when the error is
+    gathered from another rank)."""
+    errors = list(_chain(exc))
+    for e in errors:
+        if isinstance(e, OSError) and e.errno is not None and not isinstance(e, (ConnectionError, TimeoutError)):
+            return _describe(e)
+    for e in errors:
+        if "inline_container" in str(e) or "iostream error" in str(e):
+            return f"a write failed, most likely no space left on device (torch: {str(e).strip().splitlines()[0]})"
+    return None
 
 
 def read_meta(path: Path) -> dict[str, Any]:

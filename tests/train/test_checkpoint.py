@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import errno
+import os
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from torch.distributed.checkpoint import filesystem as fsmod
+from torch.distributed.checkpoint.api import CheckpointException
 
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
+from recsys_mtl.errors import StorageError
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.train import checkpoint as ckpt
@@ -83,3 +90,59 @@ def test_old_checkpoints_are_pruned_and_latest_survives_a_missing_pointer(sharde
     assert [p.name for p in ckpt.complete_checkpoints(root)] == ["step_00000002", "step_00000003"]
     (root / ckpt.LATEST).unlink()
     assert ckpt.latest_checkpoint(root).name == "step_00000003"
+
+
+def _full_disk(monkeypatch) -> None:
+    """Shard files written through DCP's own writer land on /dev/full: every write fails with ENOSPC
+    from the kernel, as on a disk that filled up."""
+    real = fsmod.FileSystem.create_stream
+
+    @contextmanager
+    def create_stream(self, path, mode):
+        if str(path).endswith(".distcp") and "w" in mode:
+            with open("/dev/full", mode) as stream:
+                yield stream
+        else:
+            with real(self, path, mode) as stream:
+                yield stream
+
+    monkeypatch.setattr(fsmod.FileSystem, "create_stream", create_stream)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_says_so_removes_the_partial_write_and_keeps_the_previous_checkpoint(sharded, tmp_path, monkeypatch):
+    model, optimizer = sharded
+    root = tmp_path / "checkpoints"
+    first = ckpt.save_checkpoint(root, 1, model, optimizer, {"epoch": 0}, keep=3)
+    with monkeypatch.context() as patch:
+        _full_disk(patch)
+        with pytest.raises(StorageError) as failed:
+            ckpt.save_checkpoint(root, 2, model, optimizer, {"epoch": 0}, keep=3)
+    message = str(failed.value)
+    assert f"cannot write checkpoint step_00000002 under {root}: no space left on device" in message
+    assert "step_00000001 is still the latest checkpoint" in message and "--resume" in message
+    assert not (root / ".step_00000002.partial").exists()
+    assert ckpt.latest_checkpoint(root) == first and ckpt.complete_checkpoints(root) == [first]
+
+    # rank 0's own writes after the shards (meta.json, LATEST) fail the same way
+    real_write = ckpt._write_atomic
+
+    def full(path: Path, text: str) -> None:
+        if path.name == ckpt.LATEST:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, text)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ckpt, "_write_atomic", full)
+        with pytest.raises(StorageError, match="step_00000003 under .*: no space left on device"):
+            ckpt.save_checkpoint(root, 3, model, optimizer, {"epoch": 0}, keep=3)
+    assert ckpt.latest_checkpoint(root) == first
+    assert ckpt.save_checkpoint(root, 4, model, optimizer, {"epoch": 0}, keep=3) == ckpt.latest_checkpoint(root)
+
+
+def test_torchs_zip_writer_failure_reads_as_a_storage_failure():
+    # what torch.save raises mid-tensor on a full disk, as gathered from another rank (no context)
+    zip_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    gathered = CheckpointException("write", {1: (zip_error, traceback.StackSummary())})
+    assert "most likely no space left on device" in ckpt.storage_failure(gathered)
+    assert ckpt.storage_failure(RuntimeError("killed while writing")) is None
