@@ -20,8 +20,9 @@ from recsys_mtl.cli import (
     validate_data,
 )
 from recsys_mtl.config import ConfigError
-from recsys_mtl.errors import DataError, TrainingDiverged
+from recsys_mtl.errors import CollectiveTimeout, DataError, StorageError, TrainingDiverged
 
+PROJECT_LOGGERS = ("recsys_mtl", "serving", "pipelines")
 COMMANDS = (generate, validate_data, train, evaluate, compare, export, score, serve, pipeline, config_cmd)
 
 
@@ -40,16 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # force: importing torch has already given the root logger a WARNING handler, which would
-    # otherwise swallow every INFO line (progress, stage and checkpoint messages)
+    # otherwise swallow every INFO line (progress, stage and checkpoint messages). Libraries stay at
+    # WARNING unless DEBUG is asked for: fbgemm logs each table-batched kernel's arguments (kilobytes,
+    # about 20 per run) at INFO and torchrec's planner its tables; recsys_mtl logs the plan itself
+    level = logging.getLevelName(args.log_level)
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+        level=level if level == logging.DEBUG else max(level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True,
     )
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(args.log_level)
     # torch warns once that torchrec's KeyedJaggedTensor calls is_fx_tracing(); nothing a user can act on
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
         return args.run(args) or 0
-    except (ConfigError, DataError) as exc:
-        # a problem with the user's input: say what is wrong, no traceback
+    except (ConfigError, DataError, StorageError) as exc:
+        # a problem with the user's input or storage (a full disk): say what is wrong, no traceback
         print(f"recsys-mtl {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
@@ -57,4 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         # rank stops with it; rank 0 says it)
         if os.environ.get("RANK", "0") == "0":
             print(f"recsys-mtl {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except CollectiveTimeout as exc:
+        # said by the rank that waited (the stalled one may never speak); the message names its rank
+        print(f"recsys-mtl {args.command}: error: {exc}", file=sys.stderr)
         return 1

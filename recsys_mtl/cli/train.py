@@ -9,6 +9,7 @@ from typing import Any
 
 from recsys_mtl.cli.common import add_config_args, config_from_args, relaunch
 from recsys_mtl.train.distributed import under_launcher
+from recsys_mtl.train.resume import check_out_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def format_result(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validate before launching anything
+    check_out_dir(config, args.out, args.resume)  # and a refused --resume, before N processes say it
     if args.nproc > 1 and not under_launcher():
         return relaunch(args.nproc)
     from recsys_mtl.train.loop import train

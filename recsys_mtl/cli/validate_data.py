@@ -1,6 +1,7 @@
 """``recsys-mtl validate-data``: stream a split through the feature path and report what it holds.
 
-Checks every file's columns and types, computes the dense statistics of the train split (saved for
+Checks every file's columns and types, every task's labels (a single class or too many impossible rows
+stop it with exit 2 before the full pass), computes the dense statistics of the train split (saved for
 training and serving), reads every row as training would, and prints rows, batches, ids seen per
 feature, label rates, bad-row counts and the reading speed. The first stage of ``pipeline``.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from recsys_mtl.cli.common import add_config_args, config_from_args
 from recsys_mtl.config import Config, save_config
+from recsys_mtl.data.label_check import require_trainable_labels
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.data.summary import SplitSummary
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if config.data.eval is None and "eval" in splits:
         splits.remove("eval")
         log.warning("data.eval is not set; only the train split is checked")
+    # the labels first (one pass over their columns): a task mapped to the wrong column fails in seconds
+    require_trainable_labels(config, splits)
     results = {split: scan_split(config, split, processor) for split in splits}
     for split, s in results.items():
         print(format_summary(split, s))

@@ -91,9 +91,18 @@ class DenseFeature(ServedFeature):
 
 
 class FeaturesConfig(Section):
+    """The model's inputs. Row 0 of every table is reserved for "no id": a null id, an id out of range
+    with ``id_map: identity``, and so an id the model has never seen. ``unknown_id_rate`` of the train
+    split's ids are read as unknown (row 0) so that this row learns what an unknown id predicts, the
+    average of the ids it stands for, instead of keeping its random initialisation (a skewed score).
+    """
+
     sparse: tuple[SparseFeature, ...] = ()
     multi_hot: tuple[MultiHotFeature, ...] = ()
     dense: tuple[DenseFeature, ...] = ()
+    unknown_id_rate: float = Field(
+        default=0.01, ge=0.0, lt=1.0, description="share of training ids read as unknown (reserved row 0); 0: off",
+    )
 
     @model_validator(mode="after")
     def _names_unique_and_some_ids(self) -> FeaturesConfig:
@@ -132,6 +141,9 @@ class DataConfig(Section):
     ``train`` / ``eval``: a directory (or a single file) of Parquet, local path or any URI pyarrow.fs
     understands (``s3://…``); relative paths are resolved against the config file's directory.
     ``bad_rows``: ``drop`` counts and drops rows with impossible labels, ``reject`` stops with an error.
+    Either way ``validate-data`` and ``train`` first read every split's labels and refuse one where a task
+    has a single class (or no row) or more rows would be dropped than ``max_dropped_share`` (none with
+    ``reject``).
     ``last_batch``: ``pad`` fills the last batch of every rank with zero-weight rows (nothing lost),
     ``drop`` drops the incomplete tail; either way every rank yields the same number of batches.
     """
@@ -142,6 +154,10 @@ class DataConfig(Section):
     shuffle: bool = True
     seed: int = 0
     bad_rows: Literal["drop", "reject"] = "drop"
+    max_dropped_share: float = Field(
+        default=0.01, ge=0.0, le=1.0,
+        description="largest share of a split's rows that may have impossible labels (dropped); more: refused before training",
+    )
     last_batch: Literal["pad", "drop"] = "pad"
     prefetch: int = Field(default=4, ge=0, description="batches prepared ahead in a background thread")
 
@@ -291,6 +307,11 @@ class TrainConfig(Section):
         default_factory=dict, description="pin a table's sharding type; others are chosen by the planner"
     )
     prometheus_port: int | None = Field(default=None, ge=0, le=65535, description="rank 0 job metrics")
+    collective_timeout_s: float = Field(
+        default=600.0, gt=0.0,
+        description="longest wait of a rank for the others in a collective (rendezvous, step, evaluation, "
+        "checkpoint); past it the job stops with an error naming the collective instead of hanging",
+    )
     balancing: BalancingConfig = BalancingConfig()
     seed: int = 0
 

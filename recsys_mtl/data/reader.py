@@ -16,6 +16,7 @@ Memory is bounded by one row group per rank plus the prefetch queue.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from recsys_mtl.data.source import ParquetSource, RowGroup
 from recsys_mtl.errors import DataError
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.features.sparse import as_unknown
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class BatchReader:
         last_batch: str = "pad",
         prefetch: int = 0,
         start_batch: int = 0,
+        unknown_id_rate: float = 0.0,
     ):
         source.check(processor.rules)
         self.source = source
@@ -94,6 +97,7 @@ class BatchReader:
         if not 0 <= start_batch <= self.plan.num_batches:
             raise ValueError(f"start_batch {start_batch} outside [0, {self.plan.num_batches}]")
         self.start_batch = start_batch
+        self.unknown_id_rate = unknown_id_rate  # training only: see features.unknown_id_rate
         self.quality = DataQuality(empty_files=list(source.empty_files))
 
     @classmethod
@@ -134,25 +138,23 @@ class BatchReader:
         """This rank's rows from batch ``start_batch`` on, as ``(table slice, file)`` in order."""
         lo = self.plan.start + self.start_batch * self.batch_size
         hi = self.plan.stop
+        needed: list[tuple[int, RowGroup, int]] = []  # (global index, row group, its first row) to read
         offset = 0
-        columns = self.processor.columns
-        handle: tuple[str, object] | None = None
         for gid, rg in self._ordered_row_groups():
-            rg_lo, rg_hi = offset, offset + rg.num_rows
-            offset = rg_hi
-            if rg_hi <= lo:
+            rg_lo, offset = offset, offset + rg.num_rows
+            if offset <= lo:
                 continue
             if rg_lo >= hi:
                 break
-            if handle is None or handle[0] != rg.file:
-                handle = (rg.file, self.source.open(rg.file))
-            table = handle[1].read_row_group(rg.index, columns=columns)
+            needed.append((gid, rg, rg_lo))
+        tables = self.source.tables([rg for _, rg, _ in needed], self.processor.columns)
+        for (gid, rg, rg_lo), table in zip(needed, tables, strict=True):
             if self.shuffle:
                 # rows within a row group are shuffled too; the permutation depends only on the
                 # seed, epoch and row group, so ranks sharing a row group agree on it
                 perm = np.random.default_rng([self.seed, self.epoch, gid]).permutation(rg.num_rows)
                 table = table.take(pa.array(perm))
-            first, last = max(lo, rg_lo) - rg_lo, min(hi, rg_hi) - rg_lo
+            first, last = max(lo, rg_lo) - rg_lo, min(hi, rg_lo + rg.num_rows) - rg_lo
             yield table.slice(first, last - first), rg.file
 
     def _raw_batches(self) -> Iterator[tuple[pa.Table, str]]:
@@ -183,5 +185,10 @@ class BatchReader:
             yield empty, "<padding>"
 
     def _batches(self) -> Iterator[Batch]:
-        for table, files in self._raw_batches():
-            yield self.processor.process(table, quality=self.quality, source=files, pad_to=self.batch_size)
+        for index, (table, files) in enumerate(self._raw_batches(), start=self.start_batch):
+            batch = self.processor.process(table, quality=self.quality, source=files, pad_to=self.batch_size)
+            if self.unknown_id_rate:
+                # drawn from (seed, epoch, rank, batch): a resumed run reads the same unknown ids
+                rng = np.random.default_rng([self.seed, self.epoch, self.rank, index])
+                batch = dataclasses.replace(batch, sparse=as_unknown(batch.sparse, self.unknown_id_rate, rng))
+            yield batch

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_mtl.config import MultiHotFeature, SparseFeature
 from recsys_mtl.features.hashing import bucketize, hash_int64, hash_strings
@@ -77,3 +79,11 @@ def id_lists(feature: MultiHotFeature, column: pa.Array | pa.ChunkedArray) -> Id
         values = values[position < feature.max_length]
         lengths = np.minimum(lengths, feature.max_length).astype(np.int32)
     return IdColumn(values, lengths, nulls, oor)
+
+
+def as_unknown(kjt: KeyedJaggedTensor, rate: float, rng: np.random.Generator) -> KeyedJaggedTensor:
+    """``kjt`` with each id replaced by the reserved bucket (an unknown id) with probability ``rate``:
+    training's share of unknown ids, so that row 0 learns what an unseen id predicts."""
+    values = kjt.values().clone()  # [sum of lengths]
+    values[torch.from_numpy(rng.random(len(values)) < rate)] = NULL_BUCKET
+    return KeyedJaggedTensor(keys=kjt.keys(), values=values, lengths=kjt.lengths(), stride=kjt.stride())

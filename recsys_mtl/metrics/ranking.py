@@ -35,6 +35,8 @@ def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = Non
     scores = np.asarray(scores, dtype=np.float64)
     if not all_finite(scores):
         return NAN
+    if len(scores) == 0:  # no row: no class at all
+        return NAN
     y = np.asarray(labels, dtype=np.float64)
     w = _weights(len(scores), weights)
     order = np.argsort(scores, kind="mergesort")

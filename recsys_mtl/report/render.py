@@ -106,7 +106,7 @@ def _train_series(train_log: Iterable[Mapping], field: str) -> dict[str, tuple[l
         for key, value in (record.get(field) or {}).items():
             steps, values = series.setdefault(key, ([], []))
             steps.append(record["step"])
-            values.append(value)
+            values.append(math.nan if value is None else value)  # the job log writes NaN as null
     return _with_values(series)
 
 
@@ -125,7 +125,7 @@ def _eval_series(train_log: Iterable[Mapping], tasks: Mapping[str, Mapping]) -> 
                     continue
                 steps, values = series.setdefault(metric, {}).setdefault(task, ([], []))
                 steps.append(record["step"])
-                values.append(value)
+                values.append(math.nan if value is None else value)
     return {metric: lines for metric, by_task in series.items() if (lines := _with_values(by_task))}
 
 

@@ -23,10 +23,11 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 
 from recsys_mtl.config import Config, ConfigError, save_config
+from recsys_mtl.data.label_check import require_trainable_labels
 from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
-from recsys_mtl.errors import TrainingDiverged
+from recsys_mtl.errors import DataError, TrainingDiverged
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
@@ -35,11 +36,19 @@ from recsys_mtl.progress import Progress
 from recsys_mtl.tasks.graph import TaskSpec
 from recsys_mtl.tasks.scale import dwarfing
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from recsys_mtl.train.distributed import DistEnv, broadcast_object, init_distributed, shutdown
+from recsys_mtl.train.distributed import (
+    DistEnv,
+    broadcast_object,
+    collective_timeouts,
+    init_distributed,
+    shutdown,
+)
 from recsys_mtl.train.evaluate import eval_reader, evaluate
 from recsys_mtl.train.joblog import JobLog
+from recsys_mtl.train.lock import run_lock
 from recsys_mtl.train.optim import TrainOptimizer
 from recsys_mtl.train.pipeline import BalancedTrainPipeline
+from recsys_mtl.train.resume import check_out_dir
 from recsys_mtl.train.sharding import describe_plan, make_plan, sharders
 
 log = logging.getLogger("recsys_mtl.train")
@@ -91,13 +100,18 @@ def _dense_stats(config: Config, out: Path, env: DistEnv, resuming: bool) -> Den
     return DenseStats.from_dict(broadcast_object(stats.to_dict() if stats else None))
 
 
-def _check_out_dir(out: Path, resume: bool) -> Path | None:
-    latest = latest_checkpoint(out / "checkpoints")
-    if latest is not None and not resume:
-        raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue it, or use a new --out")
-    if resume and latest is None:
-        log.warning("--resume: no checkpoint under %s; starting from the beginning", out / "checkpoints")
-    return latest
+def _check_labels(config: Config, env: DistEnv) -> None:
+    """Refuse labels that cannot train a model (a single class, too many impossible rows) before any
+    step: rank 0 reads the label columns of each split once, every rank raises the same ``DataError``."""
+    refused = None
+    if env.is_main:
+        try:
+            require_trainable_labels(config, ["train"] + (["eval"] if config.data.eval is not None else []))
+        except (ConfigError, DataError) as exc:  # every rank stops with it, none waits in a collective
+            refused = str(exc)
+    refused = broadcast_object(refused)
+    if refused:
+        raise DataError(refused)
 
 
 def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[DistributedModelParallel, TrainOptimizer, ShardingPlan]:
@@ -119,9 +133,10 @@ def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[D
 
 def train(config: Config, out: Path, resume: bool = False) -> dict[str, Any]:
     """Train as the config says (joining or creating the process group); return the final metrics."""
-    env = init_distributed()
-    try:
-        result = _train(config, Path(out), resume, env)
+    env = init_distributed(config.train.collective_timeout_s)
+    try:  # one job per run directory; a stalled rank ends the job with an error naming the collective
+        with collective_timeouts(config.train.collective_timeout_s), run_lock(Path(out), env):
+            result = _train(config, Path(out), resume, env)
     except BaseException:
         shutdown(failed=True)
         raise
@@ -131,18 +146,21 @@ def train(config: Config, out: Path, resume: bool = False) -> dict[str, Any]:
 
 def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, Any]:
     t = config.train
+    latest = check_out_dir(config, out, resume)  # reads only: a refused resume leaves the run as it was
+    _check_labels(config, env)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    latest = _check_out_dir(out, resume)
     stats = _dense_stats(config, out, env, resuming=latest is not None)
     if env.is_main:
         save_config(config, out / "config.yaml")
-    joblog = JobLog(out / "train_log.jsonl", t.prometheus_port) if env.is_main else None
 
     tasks = config.task_specs()
     names = [task.name for task in tasks]
-    train_reader = BatchReader.from_config(config, "train", FeatureProcessor(config, stats), rank=env.rank, world_size=env.world_size)
+    train_reader = BatchReader.from_config(
+        config, "train", FeatureProcessor(config, stats), rank=env.rank, world_size=env.world_size,
+        unknown_id_rate=config.features.unknown_id_rate,
+    )
     eval_data = config.data.eval
     evaluator = None if eval_data is None else eval_reader(config, stats, eval_data, env.rank, env.world_size)
     steps_per_epoch = len(train_reader)
@@ -159,6 +177,8 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         pos = resume_position(meta, steps_per_epoch, env.world_size)
         optimizer.step_count = pos.step
         log.info("resumed from %s at step %d (epoch %d, batch %d)", latest, pos.step, pos.epoch, pos.batch_in_epoch)
+    resumed_at = pos.step if latest is not None else None
+    joblog = JobLog(out / "train_log.jsonl", t.prometheus_port, resumed_at) if env.is_main else None
 
     first_step = pos.step
     pipeline = BalancedTrainPipeline(model, optimizer, env.device)

@@ -38,6 +38,7 @@ def test_auc_edge_cases():
     assert np.isnan(auc(np.array([0.1, 0.2]), np.array([1.0, 1.0])))
     assert auc(np.array([0.5, 0.5, 0.5]), np.array([0.0, 1.0, 1.0])) == 0.5
     assert auc(np.array([0.1, 0.9]), np.array([0.0, 1.0])) == 1.0
+    assert np.isnan(auc(np.array([]), np.array([])))  # every row dropped: no class (an IndexError before)
 
 
 def test_logloss_matches_sklearn():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from recsys_mtl.train.checkpoint import complete_checkpoints, latest_checkpoint
+from recsys_mtl.train.run_dir import load_run
 from tests.train.conftest import ROOT, check, cli, config_with, evaluate_unsharded, train_log, weights
 
 SMALL = ["data.batch_size=512", "train.log_every_steps=2", "model.hidden_dims=[32,16]", "model.tower_dims=[16]"]
@@ -85,11 +86,21 @@ def test_a_killed_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(smal
 def test_resume_without_flag_is_refused_and_resume_of_a_finished_run_only_reports(small_config_path, tmp_path):
     run = tmp_path / "run"
     args = ["--config", str(small_config_path), "--out", str(run), *SMALL, "train.max_steps=3"]
-    check(cli("train", *args))
+    first = check(cli("train", *args))
+    assert "Arguments: {" not in first.stderr and "planner" not in first.stderr  # fbgemm / torchrec INFO chatter
+    assert "INFO recsys_mtl.train.checkpoint: checkpoint" in first.stderr  # the project's own INFO lines stay
     again = cli("train", *args)
     assert again.returncode == 2 and "pass --resume" in again.stderr
     resumed = check(cli("train", *args, "--resume"))
     assert "3 steps on 1 rank(s)" in resumed.stdout
+    # a changed architecture is refused before anything is written: the run stays exportable
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    changed = cli("train", "--resume", *args, "model.hidden_dims=[16,8]", "features.sparse.user_id.dim=8", "train.dense_lr=1e-4")
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "the config differs from the one its checkpoint step_00000003 was trained with, in " in changed.stderr
+    assert "features.sparse[user_id].dim, model.hidden_dims. A resume continues" in changed.stderr  # not the LR
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+    load_run(run)
 
 
 def _reshard(config: Path, checkpoint: Path, out: Path, nproc: int) -> None:
