@@ -136,8 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if result.changed:
             metrics.serving(result.version, result.previous)
             metrics.reloads.labels("loaded").inc()
-        if result.rejected:
-            metrics.reloads.labels("rejected").inc()
+        if result.rejected:  # each rejected version once
+            metrics.reloads.labels("rejected").inc(len(result.rejected))
         return result
 
     async def poll() -> None:
@@ -266,11 +266,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result = await refresh()
         if result.rejected and not result.changed:
             serving = f"still serving {result.version}" if result.version is not None else "nothing served (not ready)"
-            raise RequestError(409, "version_rejected", f"{result.rejected}; {serving}")
+            raise RequestError(409, "version_rejected", f"{'; '.join(result.rejected)}; {serving}")
         if result.version is None:
             raise RequestError(503, "not_ready", f"no model loaded: {store.not_ready}")
         return JSONResponse(
-            {"model_version": result.version, "changed": result.changed, "previous": result.previous, "rejected": result.rejected}
+            {"model_version": result.version, "changed": result.changed, "previous": result.previous,
+             "rejected": "; ".join(result.rejected) or None}
         )
 
     described: dict[str, Any] = {}  # the Served the cached schema describes

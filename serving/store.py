@@ -48,7 +48,7 @@ class Refresh:
     changed: bool
     version: str | None  # None: nothing served (not ready)
     previous: str | None = None
-    rejected: str | None = None  # why the newest version(s) were not loaded
+    rejected: tuple[str, ...] = ()  # "<version>: <why>" of each version rejected by this refresh
 
 
 def warm_up(scorer: Scorer) -> None:
@@ -144,7 +144,7 @@ class ModelStore:
                 self.current, self.not_ready = Served(scorer, rules, target), None
                 log.info("serving model version %s (loaded and warmed in %.1fs)", scorer.version, time.perf_counter() - started)
                 previous = current.scorer.version if current else None
-                return Refresh(True, scorer.version, previous, "; ".join(rejected) or None)
+                return Refresh(True, scorer.version, previous, tuple(rejected))
             if current is None and rejected:
                 self.not_ready = f"no servable model version in {self.path}: " + "; ".join(rejected)
-            return Refresh(False, current.scorer.version if current else None, rejected="; ".join(rejected) or None)
+            return Refresh(False, current.scorer.version if current else None, rejected=tuple(rejected))
