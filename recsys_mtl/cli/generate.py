@@ -17,7 +17,7 @@ _OBJECTIVES_HELP = (
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="write synthetic train/ and test/ Parquet plus a feature config")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--rows", type=int, default=GeneratorSpec.rows, help="total rows (train + test)")
+    p.add_argument("--rows", type=int, default=GeneratorSpec.rows, help="total rows (train + test), per day")
     p.add_argument("--seed", type=int, default=GeneratorSpec.seed)
     p.add_argument(
         "--task-corr", type=float, default=GeneratorSpec.task_corr,
@@ -25,7 +25,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--test-fraction", type=float, default=GeneratorSpec.test_fraction)
     p.add_argument("--objectives", default="classic", metavar="LIST_OR_PRESET", help=_OBJECTIVES_HELP)
-    p.add_argument("--overwrite", action="store_true", help="replace DIR/train and DIR/test if they hold files")
+    p.add_argument(
+        "--days", type=int, default=GeneratorSpec.days,
+        help="consecutive days to write as DIR/day_1 .. DIR/day_N, each with train/, test/ and config.yaml "
+        "(default 1: DIR/train, DIR/test)",
+    )
+    p.add_argument(
+        "--new-users-per-day", type=float, default=GeneratorSpec.new_users_per_day, metavar="SHARE",
+        help="users added each day after the first, as a share of the day-1 users (default 0.05)",
+    )
+    p.add_argument(
+        "--new-items-per-day", type=float, default=GeneratorSpec.new_items_per_day, metavar="SHARE",
+        help="items added each day after the first, as a share of the day-1 items (default 0.1)",
+    )
+    p.add_argument(
+        "--popularity-drift", type=float, default=GeneratorSpec.popularity_drift, metavar="SHARE",
+        help="share of the items whose popularity ranks are reshuffled each day, in [0, 1] (default 0.1)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the train and test directories to be written if they hold files",
+    )
     p.set_defaults(run=run)
 
 
@@ -37,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec = GeneratorSpec(
             rows=args.rows, seed=args.seed, task_corr=args.task_corr, test_fraction=args.test_fraction,
-            objectives=objectives,
+            objectives=objectives, days=args.days, new_users_per_day=args.new_users_per_day,
+            new_items_per_day=args.new_items_per_day, popularity_drift=args.popularity_drift,
         )
     except ValueError as exc:
         raise ConfigError(f"--{exc}" if str(exc).startswith("objectives") else str(exc)) from None
@@ -45,12 +66,21 @@ def run(args: argparse.Namespace) -> int:
         s = generate(args.out, spec, overwrite=args.overwrite)
     except FileExistsError as exc:
         raise ConfigError(f"{exc} (pass --overwrite to replace it)") from None
+    over = f" over {len(s.days)} days" if s.days else ""
     print(
         f"wrote {s.train_rows:,} train rows ({s.train_files} files) and {s.test_rows:,} test rows "
-        f"({s.test_files} files) to {args.out} in {s.seconds:.1f} s"
+        f"({s.test_files} files) to {args.out}{over} in {s.seconds:.1f} s"
     )
+    for day in s.days:
+        print(
+            f"  day_{day.day}: {day.train_rows:,} train + {day.test_rows:,} test rows; "
+            f"{day.users:,} users ({day.new_users:,} new, {day.new_user_share:.1%} of rows), "
+            f"{day.items:,} items ({day.new_items:,} new, {day.new_item_share:.1%} of rows)"
+            + (f"; click rate {day.rates['click']:.4f}" if "click" in day.rates else "")
+        )
     for line in s.rate_lines():
         print(f"  {line}")
-    print(f"  feature config: {s.config_path}")
+    where = " (day_1's data; day_N/config.yaml reads day N)" if s.days else ""
+    print(f"  feature config: {s.config_path}{where}")
     return 0
 

@@ -6,6 +6,10 @@
     out_dir/test/part-00000.parquet ...    features + labels + oracle columns
     out_dir/config.yaml                    the feature config with its task list (`feature_config(spec)`)
 
+With `GeneratorSpec.days` > 1 it writes out_dir/day_1/ .. day_N/ instead, each with train/, test/ and
+config.yaml: consecutive days with new users and items and drifting item popularity over one latent
+model (`days.py`); out_dir/config.yaml then reads day 1.
+
 Every impression is a (user, item, device, hour) tuple drawn from fixed latent tables; labels come
 from a latent model the generator knows exactly, so the test split carries the Bayes-optimal values
 ("oracle" columns, every column whose name starts with ``oracle_``) a trained model can be measured
@@ -31,18 +35,19 @@ calibration sample, so every file shares them.
 
 Modules: `catalogue` (objectives, presets), `spec` (GeneratorSpec), `streams` (seed keys), `latent`
 (tables, impressions, signals), `objectives` (calibration, truth, labels, oracles), `config`
-(config.yaml, schema), `write` (part files, `generate`).
+(config.yaml, schema), `days` (multi-day populations and popularity), `write` (part files, `generate`).
 """
 
 from recsys_mtl.data.synthetic.catalogue import CATALOGUE, CLASSIC, PRESETS, Objective, parse_objectives
 from recsys_mtl.data.synthetic.config import feature_config, oracle_columns, output_schema
 from recsys_mtl.data.synthetic.spec import GeneratorSpec
-from recsys_mtl.data.synthetic.write import GenerateSummary, generate
+from recsys_mtl.data.synthetic.write import DaySummary, GenerateSummary, generate
 
 __all__ = [
     "CATALOGUE",
     "CLASSIC",
     "PRESETS",
+    "DaySummary",
     "GenerateSummary",
     "GeneratorSpec",
     "Objective",

@@ -22,11 +22,13 @@ def feature_config(spec: GeneratorSpec) -> dict:
 
     Data paths are relative to the config file. The generated ids are dense (0..cardinality-1), so
     every feature uses ``id_map: identity`` with cardinality + 1 buckets (bucket 0 is reserved for
-    null): no hash collisions, one embedding row per id.
+    null): no hash collisions, one embedding row per id. The user and item tables cover the ids of
+    every day of a multi-day run, so every day's config is the same (a model warm-starts without
+    resizing).
     """
     sparse_cardinalities = {
-        "user_id": spec.num_users,
-        "item_id": spec.num_items,
+        "user_id": spec.total_users,
+        "item_id": spec.total_items,
         "item_category": spec.num_categories,
         "item_brand": spec.num_brands,
         "user_city": spec.num_cities,

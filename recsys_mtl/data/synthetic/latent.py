@@ -126,7 +126,8 @@ def build_tables(spec: GeneratorSpec) -> LatentTables:
     """Draw every per-user, per-item and per-context parameter: the classic tables from the
     [seed, 2] stream, each objective's own tables from its own stream."""
     rng = tables_rng(spec.seed)
-    d, num_users, num_items = spec.latent_dim, spec.num_users, spec.num_items
+    # every user and item of every day (= num_users, num_items for a single day): an id keeps its row
+    d, num_users, num_items = spec.latent_dim, spec.total_users, spec.total_items
 
     category_of_item = _draw(rng, _zipf_cdf(rng, spec.num_categories, 0.8), num_items)
     item_brand = _draw(rng, _zipf_cdf(rng, spec.num_brands, 0.9), num_items)
@@ -195,8 +196,8 @@ def _own_tables(spec: GeneratorSpec, name: str) -> tuple[np.ndarray, np.ndarray]
     """((U, d), (I, d)) float64 standard-normal user and item tables of objective `name`."""
     rng = own_tables_rng(spec.seed, CATALOGUE[name].stream)
     return (
-        rng.normal(0.0, 1.0, (spec.num_users, spec.latent_dim)),
-        rng.normal(0.0, 1.0, (spec.num_items, spec.latent_dim)),
+        rng.normal(0.0, 1.0, (spec.total_users, spec.latent_dim)),
+        rng.normal(0.0, 1.0, (spec.total_items, spec.latent_dim)),
     )
 
 
@@ -224,13 +225,16 @@ def sample_impressions(
     tables: LatentTables, spec: GeneratorSpec, rng: np.random.Generator, n: int
 ) -> Impressions:
     """n impressions: Zipf users; items from a preferred category with preferred_category_prob,
-    otherwise Zipf-popular; device and hour from their context distributions."""
+    otherwise Zipf-popular; device and hour from their context distributions. A preferred category
+    without items (possible on the early days of a multi-day run) falls back to the popular item."""
     user = _draw(rng, tables.user_cdf, n)
     popular_item = _draw(rng, tables.item_cdf, n)
     category = tables.user_pref[user, rng.integers(0, PREFERRED_PER_USER, n)]
-    within = (rng.random(n) * tables.category_count[category]).astype(np.int64)
-    preferred_item = tables.items_by_category[tables.category_start[category] + within]
-    from_pref = rng.random(n) < spec.preferred_category_prob
+    count = tables.category_count[category]
+    within = (rng.random(n) * count).astype(np.int64)
+    index = np.minimum(tables.category_start[category] + within, tables.items_by_category.shape[0] - 1)
+    preferred_item = tables.items_by_category[index]
+    from_pref = (rng.random(n) < spec.preferred_category_prob) & (count > 0)
     return Impressions(
         user=user,
         item=np.where(from_pref, preferred_item, popular_item),

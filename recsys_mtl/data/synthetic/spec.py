@@ -17,6 +17,12 @@ class GeneratorSpec:
     `objectives` picks the label columns from the catalogue (`catalogue.CATALOGUE`), in column order;
     a list is stored as a tuple, a string is read as a preset name or a comma list
     (`catalogue.parse_objectives`).
+
+    `days` > 1 writes that many consecutive days (`days.py`): `num_users` and `num_items` exist on
+    day 1, and each later day adds round(new_users_per_day · num_users) users and
+    round(new_items_per_day · num_items) items with ids above the previous ones, and reshuffles the
+    popularity ranks of a share `popularity_drift` of the existing items. `rows` and `test_fraction`
+    are per day. With days = 1 the other three are ignored and the output is the single-day one.
     """
 
     rows: int = 1_000_000
@@ -42,6 +48,10 @@ class GeneratorSpec:
     row_group_size: int = 65_536
     calibration_rows: int = 200_000
     objectives: tuple[str, ...] = CLASSIC
+    days: int = 1
+    new_users_per_day: float = 0.05
+    new_items_per_day: float = 0.1
+    popularity_drift: float = 0.1
 
     def __post_init__(self) -> None:
         _check_int("rows", self.rows, 2, None)
@@ -65,6 +75,10 @@ class GeneratorSpec:
         _check_int("row_group_size", self.row_group_size, 1, None)
         _check_int("calibration_rows", self.calibration_rows, 1_000, None)
         object.__setattr__(self, "objectives", _check_objectives(self.objectives))
+        _check_int("days", self.days, 1, 1_000)
+        _check_float("new_users_per_day", self.new_users_per_day, 0.0, 10.0, closed=True)
+        _check_float("new_items_per_day", self.new_items_per_day, 0.0, 10.0, closed=True)
+        _check_float("popularity_drift", self.popularity_drift, 0.0, 1.0, closed=True)
         test_rows = round(self.rows * self.test_fraction)
         if not 1 <= test_rows <= self.rows - 1:
             raise ValueError(
@@ -81,6 +95,34 @@ class GeneratorSpec:
     def train_rows(self) -> int:
         """Rows in the train split: rows - test_rows."""
         return self.rows - self.test_rows
+
+    @property
+    def new_users_each_day(self) -> int:
+        """Users added on each day after the first: round(new_users_per_day · num_users); 0 when days = 1."""
+        return round(self.new_users_per_day * self.num_users) if self.days > 1 else 0
+
+    @property
+    def new_items_each_day(self) -> int:
+        """Items added on each day after the first: round(new_items_per_day · num_items); 0 when days = 1."""
+        return round(self.new_items_per_day * self.num_items) if self.days > 1 else 0
+
+    def users_on_day(self, day: int) -> int:
+        """Users that exist on `day` (1-based): ids 0 .. users_on_day(day) - 1."""
+        return self.num_users + (day - 1) * self.new_users_each_day
+
+    def items_on_day(self, day: int) -> int:
+        """Items that exist on `day` (1-based): ids 0 .. items_on_day(day) - 1."""
+        return self.num_items + (day - 1) * self.new_items_each_day
+
+    @property
+    def total_users(self) -> int:
+        """Users over all days (the latent tables' and the feature config's user count)."""
+        return self.users_on_day(self.days)
+
+    @property
+    def total_items(self) -> int:
+        """Items over all days (the latent tables' and the feature config's item count)."""
+        return self.items_on_day(self.days)
 
 
 def _check_objectives(value: object) -> tuple[str, ...]:

@@ -5,6 +5,9 @@
     [seed, 2]                             the latent tables
     [seed, 3]                             the calibration sample
     [seed, 4, stream]                     a non-classic objective's own user and item latent tables
+    [seed, 5, day, split_id, file_index]          a multi-day run's part file (day >= 1)
+    [seed, 5, day, split_id, file_index, stream]  its label draws of a non-classic objective
+    [seed, 6, day]                        a multi-day run's popularity ranks of `day`
 
 split_id is 0 (train) or 1 (test); `stream` is the objective's catalogue stream id, at least 1.
 numpy's SeedSequence pads a key with zeros, so [a, b] and [a, b, 0] are the same stream: the
@@ -21,6 +24,8 @@ TEST_SPLIT_ID = 1
 _TABLES_STREAM = 2
 _CALIBRATION_STREAM = 3
 _OWN_TABLES_STREAM = 4
+_DAY_PART_STREAM = 5
+_DAY_POPULARITY_STREAM = 6
 
 
 def _check_stream(stream: int) -> None:
@@ -45,12 +50,28 @@ def own_tables_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, _OWN_TABLES_STREAM, stream])
 
 
-def part_rng(seed: int, split_id: int, file_index: int) -> np.random.Generator:
-    """The stream of one part file's impressions and classic labels."""
-    return np.random.default_rng([seed, split_id, file_index])
+def _part_key(seed: int, split_id: int, file_index: int, day: int | None) -> list[int]:
+    """The key of one part file: [seed, split_id, file_index], or [seed, 5, day, ...] for a day."""
+    if day is None:
+        return [seed, split_id, file_index]
+    if day < 1:
+        raise ValueError(f"days are numbered from 1, got {day}")
+    return [seed, _DAY_PART_STREAM, day, split_id, file_index]
 
 
-def label_rng(seed: int, split_id: int, file_index: int, stream: int) -> np.random.Generator:
+def part_rng(seed: int, split_id: int, file_index: int, day: int | None = None) -> np.random.Generator:
+    """The stream of one part file's impressions and classic labels (of `day` in a multi-day run)."""
+    return np.random.default_rng(_part_key(seed, split_id, file_index, day))
+
+
+def label_rng(
+    seed: int, split_id: int, file_index: int, stream: int, day: int | None = None
+) -> np.random.Generator:
     """The stream of one part file's draws of one non-classic objective's label."""
     _check_stream(stream)
-    return np.random.default_rng([seed, split_id, file_index, stream])
+    return np.random.default_rng([*_part_key(seed, split_id, file_index, day), stream])
+
+
+def popularity_rng(seed: int, day: int) -> np.random.Generator:
+    """The stream of a multi-day run's popularity ranks of `day` (1-based)."""
+    return np.random.default_rng([seed, _DAY_POPULARITY_STREAM, day])
