@@ -17,6 +17,14 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", default="latest", metavar="latest|best|step_N",
+        help="which checkpoint of a training run: latest (default), best (the best by train.select; "
+        "checkpoints/BEST) or step_N (e.g. step_1200)",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 

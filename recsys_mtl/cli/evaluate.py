@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from recsys_mtl.cli.common import relaunch
+from recsys_mtl.cli.common import add_checkpoint_arg, relaunch
 from recsys_mtl.config import ConfigError
 from recsys_mtl.train.distributed import under_launcher
 
@@ -14,6 +14,7 @@ from recsys_mtl.train.distributed import under_launcher
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="offline evaluation report of a run (HTML, Markdown, JSON, PNG)")
     p.add_argument("--run", dest="run_dir", type=Path, required=True, help="training run directory (the --out of train), or a model version or root (the --out of export)")
+    add_checkpoint_arg(p)
     p.add_argument("--data", required=True, help="Parquet directory or file with the same schema as training")
     p.add_argument("--out", type=Path, default=None, help="report directory (default: RUN/report for a training run)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per batch (default: the run's data.batch_size)")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.run_dir / "report"
     env = init_distributed()
     try:
-        report = evaluate_run(args.run_dir, args.data, out, env, args.batch_size)
+        report = evaluate_run(args.run_dir, args.data, out, env, args.batch_size, args.checkpoint)
     except BaseException:
         shutdown(failed=True)
         raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recsys_mtl.cli.common import add_checkpoint_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a versioned serving artifact from a training run")
@@ -15,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="version name (default: v<UTC date>-<time>); a root's newest version is the greatest name, runs of "
         "digits compared as numbers (v9 < v10), so pick names that sort in publication order",
     )
+    add_checkpoint_arg(p)
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 embedding tables (CPU serving)")
     p.add_argument(
         "--sample-data", default=None,
@@ -36,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
     path, meta = export_run(
         args.run_dir, args.out, version=args.version, quantize=args.quantize, sample_data=args.sample_data,
         sample_rows=args.sample_rows, overrides=args.overrides,
+        checkpoint=args.checkpoint,
     )
     print(f"model version {meta['version']} -> {path}")
     source, metrics = meta["source"], meta["metrics"]
-    print(f"  from {source['run']} {source['checkpoint']} (written by {source['world_size']} rank(s))")
+    best = source.get("best")
+    chosen = f", best {best['metric']} {best['value']:.4f}" if best else ""
+    print(f"  from {source['run']} {source['checkpoint']} (written by {source['world_size']} rank(s){chosen})")
     if metrics is not None:
         aucs = ", ".join(f"{task} {m['auc']:.4f}" for task, m in metrics["tasks"].items() if isinstance(m, dict) and "auc" in m)
         print(f"  metrics from {metrics['source']}" + (f": AUC {aucs}" if aucs else ""))

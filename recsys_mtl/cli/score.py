@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recsys_mtl.cli.common import add_checkpoint_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,6 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "<task>_given_<after> for funnel stages (the conditional probability), and the ranking score.",
     )
     p.add_argument("--model", type=Path, required=True, help="model root or version (the --out of export), or a training run directory")
+    add_checkpoint_arg(p)
     p.add_argument("--data", required=True, help="Parquet directory or file with the feature columns")
     p.add_argument("--out", type=Path, required=True, help="output Parquet file")
     p.add_argument("--keep", nargs="*", default=[], metavar="COL", help="input columns to carry through (e.g. row_id)")
@@ -27,6 +30,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from recsys_mtl.report.score import score_to_parquet
 
-    rows = score_to_parquet(args.model, args.data, args.out, args.keep, args.batch_size, args.prefix)
+    rows = score_to_parquet(args.model, args.data, args.out, args.keep, args.batch_size, args.prefix, args.checkpoint)
     print(f"scored {rows:,} rows -> {args.out}")
     return 0

@@ -18,6 +18,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory")
     p.add_argument("--nproc", type=int, default=1, help="local processes to launch through torch.distributed.run")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument(
+        "--init-from", type=Path, default=None, metavar="RUN_OR_MODEL",
+        help="warm start: begin from the weights of a training run, a model version or a model root (its newest "
+        "version); tables and layers that changed start fresh (RUN/warm_start.json says what was kept)",
+    )
     p.set_defaults(run=run)
 
 
@@ -38,6 +43,10 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"{task:<{tw}}{name:<{mw}}{value:>10.4f}{shown}{gap}")
     rate = result["samples_per_s"]
     lines.append(f"{result['steps']} steps on {result['world_size']} rank(s)" + (f", {rate:,.0f} samples/s" if rate else ""))
+    selected = result.get("selected")
+    if selected:  # train.select: the metrics above are the best checkpoint's
+        stop = ", stopped early" if selected["early_stop"] else ""
+        lines.append(f"best {selected['metric']} {selected['value']:.4f} at step {selected['step']}: {selected['checkpoint']}{stop}")
     return "\n".join(lines)
 
 
@@ -48,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return relaunch(args.nproc)
     from recsys_mtl.train.loop import train
 
-    result = train(config, args.out, resume=args.resume)
+    result = train(config, args.out, resume=args.resume, init_from=args.init_from)
     if os.environ.get("RANK", "0") == "0":
         print(format_result(result))
         print(f"run directory: {args.out} (metrics.json, train_log.jsonl, checkpoints/)")

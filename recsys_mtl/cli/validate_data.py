@@ -23,6 +23,7 @@ from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.data.summary import SplitSummary
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.features.vocab import VOCAB_FILE, Vocabularies, vocab_features
 from recsys_mtl.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate-data", help="check a dataset against the feature config and summarise it")
     add_config_args(p)
     p.add_argument("--split", choices=["train", "eval", "both"], default="both")
-    p.add_argument("--out", type=Path, help="write summary.json, dense_stats.json and config.yaml here")
+    p.add_argument("--out", type=Path, help="write summary.json, dense_stats.json, config.yaml (and vocab.parquet) here")
     p.set_defaults(run=run)
 
 
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     train = ParquetSource(config.data.train)
     stats = DenseStats.of_source(config.features.dense, train)
-    processor = FeatureProcessor(config, stats)
+    vocabs = Vocabularies.of_source(vocab_features(config), train) if vocab_features(config) else None
+    processor = FeatureProcessor(config, stats, vocabs=vocabs)
     splits = ["train", "eval"] if args.split == "both" else [args.split]
     if config.data.eval is None and "eval" in splits:
         splits.remove("eval")
@@ -99,5 +101,7 @@ def run(args: argparse.Namespace) -> int:
         (args.out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
         stats.save(args.out / "dense_stats.json")
         save_config(config, args.out / "config.yaml")
-        print(f"wrote {args.out}/summary.json, dense_stats.json, config.yaml")
+        if vocabs is not None:
+            vocabs.save(args.out / VOCAB_FILE)
+        print(f"wrote {args.out}/summary.json, dense_stats.json, config.yaml" + (f", {VOCAB_FILE}" if vocabs is not None else ""))
     return 0

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from recsys_mtl.config.legacy import legacy_tasks_message
 from recsys_mtl.tasks.graph import TaskSpec, check_task_graph, output_names
+from recsys_mtl.train.selection import Mode, check_select, natural_mode
 
 
 class Section(BaseModel):
@@ -42,17 +43,34 @@ class SparseFeature(ServedFeature):
     Bucket 0 is reserved for null (and, with ``id_map: identity``, out-of-range) ids.
     ``id_map: hash`` hashes any int64/string id into buckets 1..num_embeddings-1 with a stable hash;
     ``identity`` uses an int64 id ``i`` in [0, num_embeddings-1) as bucket ``i + 1`` (no collisions,
-    for small dense vocabularies such as hour or device type).
+    for small dense vocabularies such as hour or device type). ``vocab`` maps the ids seen at least
+    ``min_count`` times in the train split, the ``num_embeddings - 1`` most frequent (ties: smaller id
+    first), to buckets 1.. in that order, with no collisions; any other id (unseen in training) goes to
+    bucket 0 (``recsys_mtl.features.vocab``; the vocabulary is saved with the run and the artifact).
     """
 
     name: str = Field(min_length=1)
     num_embeddings: int = Field(ge=2, description="buckets, including the reserved bucket 0")
     dim: PositiveInt
     column: str | None = Field(default=None, description="Parquet column, when it differs from name")
-    id_map: Literal["hash", "identity"] = "hash"
+    id_map: Literal["hash", "identity", "vocab"] = "hash"
+    min_count: int | None = Field(
+        default=None, ge=1, description="id_map: vocab only: ids seen fewer times in the train split are unknown (default 1)",
+    )
     table: str | None = Field(
         default=None, description="embedding table name; features naming the same table share it"
     )
+
+    @model_validator(mode="after")
+    def _min_count_with_vocab(self) -> SparseFeature:
+        if self.min_count is not None and self.id_map != "vocab":
+            raise ValueError(f"min_count is for id_map: vocab; feature {self.name!r} has id_map: {self.id_map}")
+        return self
+
+    @property
+    def vocab_min_count(self) -> int:
+        """``min_count`` of an ``id_map: vocab`` feature (1 when not set)."""
+        return self.min_count or 1
 
     @property
     def table_name(self) -> str:
@@ -280,6 +298,23 @@ class BalancingConfig(Section):
     )
 
 
+class SelectConfig(Section):
+    """Model selection (SPEC §4): follow ``metric`` at every evaluation, checkpoint there, mark the best
+    checkpoint (``checkpoints/BEST``) and stop after ``patience`` evaluations without improvement."""
+
+    metric: str = Field(description="<task>.<metric> of the evaluation, e.g. click.auc or watch_time.rmse")
+    mode: Literal["max", "min"] | None = Field(
+        default=None, description="max or min; null: the metric's direction (auc, gauc, pr_auc, xauc: max; logloss, ne, rmse, mae: min)"
+    )
+    patience: PositiveInt | None = Field(default=None, description="evaluations without improvement before stopping; null: never stop")
+    min_delta: float = Field(default=0.0, ge=0.0, description="smallest change that counts as an improvement")
+
+    @property
+    def direction(self) -> Mode:
+        """``mode``, or the metric's own direction."""
+        return self.mode or natural_mode(self.metric)
+
+
 class TrainConfig(Section):
     """Optimisation, logging, evaluation and checkpoint cadence (SPEC §4)."""
 
@@ -314,6 +349,7 @@ class TrainConfig(Section):
     )
     balancing: BalancingConfig = BalancingConfig()
     seed: int = 0
+    select: SelectConfig | None = Field(default=None, description="model selection and early stopping; null: off")
 
 
 class RankingConfig(Section):
@@ -362,6 +398,9 @@ class Config(Section):
         unknown = sorted(set(self.train.sharding) - set(self.features.tables()))
         if unknown:
             raise ValueError(f"train.sharding names unknown tables {unknown}; tables: {list(self.features.tables())}")
+        if self.train.select is not None:
+            tasks = {t.name: {"type": t.type, "after": t.after, "where": t.where} for t in self.tasks}
+            check_select(self.train.select.metric, tasks, groups=self.group_key is not None, has_eval=self.data.eval is not None)
         return self
 
     def task_specs(self) -> list[TaskSpec]:

@@ -7,6 +7,7 @@ Layout of a model root (what ``export`` writes into and ``serve`` watches)::
         model.safetensors        weights (tensors only: loading never unpickles objects)
         config.yaml              the run's resolved config (features, model, tasks, ranking)
         dense_stats.json         train-split statistics of the dense features
+        vocab.parquet            train-split vocabularies of the id_map: vocab features (only with such features)
         metadata.json            version, created, source run, metrics, libraries, file checksums
       .v20261125-101500.partial  an export in progress (never loaded)
 
@@ -50,6 +51,7 @@ from torch import nn
 
 from recsys_mtl.config import Config, ConfigError, save_config
 from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.vocab import VOCAB_FILE, Vocabularies
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +123,11 @@ def version_order(name: str) -> tuple[tuple[str | int, ...], str]:
 
 
 def write_artifact(
-    root: Path, version: str, model: nn.Module, config: Config, stats: DenseStats, meta: dict[str, Any]
+    root: Path, version: str, model: nn.Module, config: Config, stats: DenseStats, meta: dict[str, Any],
+    vocabs: Vocabularies | None = None,
 ) -> Path:
-    """Write ``root/version`` atomically and return it. ``meta`` gains format, version, created and
+    """Write ``root/version`` atomically and return it (with ``vocabs``, the vocabularies of the
+    ``id_map: vocab`` features, as ``vocab.parquet``). ``meta`` gains format, version, created and
     the file checksums. Refused (nothing written) when a weight is not finite; a write that fails
     removes its ``.partial`` directory and raises."""
     root = Path(root)
@@ -139,7 +143,9 @@ def write_artifact(
         save_file(state, str(partial / WEIGHTS))
         save_config(config, partial / CONFIG)
         stats.save(partial / STATS)
-        files = file_checksums(partial)
+        if vocabs is not None:
+            vocabs.save(partial / VOCAB_FILE)
+        files = file_checksums(partial, REQUIRED + ((VOCAB_FILE,) if vocabs is not None else ()))
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         full = {"format": FORMAT, "version": version, "created": created, **meta, "files": files}
         with open(partial / META, "w") as f:

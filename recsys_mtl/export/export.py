@@ -55,12 +55,13 @@ def id_types(config: Config) -> dict[str, str]:
     return out
 
 
-def _metrics(run: Path, checkpoint_meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's evaluation report (``RUN/report/metrics.json``, from ``evaluate``) when there is one,
-    else the metrics of the training run's last in-loop evaluation."""
+def _metrics(run: Path, checkpoint: str, checkpoint_meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's evaluation report (``RUN/report/metrics.json``, from ``evaluate``) when there is one of
+    this checkpoint, else the metrics of the training run's in-loop evaluation at this checkpoint."""
     report = run / "report" / "metrics.json"
-    if report.is_file():
-        tasks = json.loads(report.read_text()).get("tasks", {})
+    content = json.loads(report.read_text()) if report.is_file() else {}
+    if content.get("checkpoint", checkpoint) == checkpoint and "tasks" in content:
+        tasks = content["tasks"]
         return {"source": str(report), "tasks": {t: entry.get("metrics", {}) for t, entry in tasks.items()}}
     if checkpoint_meta.get("metrics"):
         return {"source": "training evaluation", "tasks": checkpoint_meta["metrics"]}
@@ -114,6 +115,7 @@ def export_run(
     sample_data: str | None = None,
     sample_rows: int = 50_000,
     overrides: list[str] = (),
+    checkpoint: str = "latest",
 ) -> tuple[Path, dict[str, Any]]:
     """Write a new version of ``run``'s model under ``root``; returns its path and metadata.
 
@@ -122,9 +124,11 @@ def export_run(
     int8 embedding tables and measures each task's AUC (XAUC for non-binary tasks) change on up to
     ``sample_rows`` rows of ``sample_data`` (default: the run's eval split). A checkpoint whose weights
     are not all finite (a diverged run) is refused with an ``ArtifactError`` and nothing is written.
+    ``checkpoint``: latest, best (``train.select``) or step_N; the metadata's ``source`` names it (and
+    ``best``, the selection record, when it is the run's best).
     """
     _only_ranking(overrides)  # refused before the run is loaded
-    loaded = load_run(run)
+    loaded = load_run(run, checkpoint)
     config = ranking_config(loaded.config, loaded.module.tasks, list(overrides), f"{run}/config.yaml")
     model = loaded.module.model
     # before anything is measured or written: a diverged run's weights would be served as NaN scores
@@ -132,11 +136,14 @@ def export_run(
     step, world = loaded.meta.get("step"), loaded.meta.get("world_size")
     log.info("exporting %s (checkpoint %s, step %s, written by %s ranks)", run, loaded.checkpoint.name, step, world)
     meta: dict[str, Any] = {
-        "source": {"run": str(Path(run).resolve()), "checkpoint": loaded.checkpoint.name, "step": step, "world_size": world},
+        "source": {
+            "run": str(Path(run).resolve()), "checkpoint": loaded.checkpoint.name, "step": step, "world_size": world,
+            "best": loaded.meta.get("best") if loaded.is_best else None,
+        },
         "tasks": [t.name for t in loaded.module.tasks],
-        "metrics": _metrics(Path(run), loaded.meta),
+        "metrics": _metrics(Path(run), loaded.checkpoint.name, loaded.meta),
         "libraries": library_versions(),
-        "id_types": id_types(config),
+        "id_types": {**id_types(config), **(loaded.vocabs.id_types() if loaded.vocabs is not None else {})},
         "quantization": None,
     }
     version = version or default_version()
@@ -147,13 +154,14 @@ def export_run(
             raise ConfigError("--quantize int8 measures the AUC change on held-out rows: pass --sample-data DIR")
         tasks = loaded.module.tasks
         effect = quantization_effect(
-            Scorer(config, loaded.stats, model, tasks, "float"), Scorer(config, loaded.stats, quantized, tasks, "int8"),
+            Scorer(config, loaded.stats, model, tasks, "float", loaded.vocabs),
+            Scorer(config, loaded.stats, quantized, tasks, "int8", loaded.vocabs),
             data, sample_rows,
         )
         meta["quantization"] = effect
         model = quantized
     elif quantize is not None:
         raise ConfigError(f"--quantize {quantize!r} is not supported; use int8 (or leave it out for float32)")
-    path = write_artifact(root, version, model, config, loaded.stats, meta)
+    path = write_artifact(root, version, model, config, loaded.stats, meta, loaded.vocabs)
     log.info("model version %s written to %s", version, path)
     return path, json.loads((path / "metadata.json").read_text())

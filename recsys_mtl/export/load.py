@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from recsys_mtl.config import Config, load_config
+from recsys_mtl.config import Config, ConfigError, load_config
 from recsys_mtl.export.artifact import (
     CONFIG,
     META,
@@ -27,6 +27,7 @@ from recsys_mtl.export.artifact import (
 from recsys_mtl.export.quantize import quantize_embeddings_int8
 from recsys_mtl.export.scorer import Scorer
 from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.vocab import Vocabularies
 from recsys_mtl.models.builder import build_model
 from recsys_mtl.tasks.graph import TaskSpec
 from recsys_mtl.train.run_dir import load_run
@@ -40,6 +41,7 @@ class Artifact:
     stats: DenseStats
     model: nn.Module  # MultiTaskModel on CPU, eval mode (int8 embeddings when quantized)
     tasks: list[TaskSpec]
+    vocabs: Vocabularies | None = None  # the id_map: vocab features' vocabularies (vocab.parquet)
 
     @property
     def version(self) -> str:
@@ -64,19 +66,33 @@ def load_artifact(path: Path) -> Artifact:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{path / WEIGHTS} does not fit the model its config describes: {exc}") from None
-    return Artifact(path, meta, config, DenseStats.load(path / STATS), model, config.task_specs())
+    try:
+        vocabs = Vocabularies.load_for(config, path)
+    except ValueError as exc:
+        raise ArtifactError(f"{path} is incomplete: {exc}") from None
+    return Artifact(path, meta, config, DenseStats.load(path / STATS), model, config.task_specs(), vocabs)
 
 
 def scorer_of(artifact: Artifact) -> Scorer:
     """The scorer of a loaded version."""
-    return Scorer(artifact.config, artifact.stats, artifact.model, artifact.tasks, artifact.version)
+    return Scorer(artifact.config, artifact.stats, artifact.model, artifact.tasks, artifact.version, artifact.vocabs)
 
 
-def load_scorer(path: Path) -> Scorer:
+def load_scorer(path: Path, checkpoint: str = "latest") -> Scorer:
     """A scorer for a model version, a model root (its newest usable version) or a training run
-    directory (its latest checkpoint, gathered from any world size)."""
+    directory (its ``checkpoint``: latest, best or step_N, gathered from any world size)."""
     path = Path(path)
     if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir() and not (path / META).is_file():
-        run = load_run(path)
-        return Scorer(run.config, run.stats, run.module.model, run.module.tasks, f"run:{path.name}")
+        run = load_run(path, checkpoint)
+        return Scorer(run.config, run.stats, run.module.model, run.module.tasks, f"run:{path.name}", run.vocabs)
+    not_a_run(path, checkpoint)
     return scorer_of(load_artifact(path))
+
+
+def not_a_run(path: Path, checkpoint: str) -> None:
+    """``ConfigError`` when a checkpoint other than the latest is asked of a model (not a training run)."""
+    if checkpoint != "latest":
+        raise ConfigError(
+            f"--checkpoint {checkpoint} picks a checkpoint of a training run directory; {path} is a model (a version or "
+            "root, the --out of export), which holds one set of weights: leave --checkpoint out"
+        )

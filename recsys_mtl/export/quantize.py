@@ -42,7 +42,7 @@ def quantization_effect(reference: Scorer, quantized: Scorer, data: str, max_row
     tasks. ``outputs``: per output (and ``score``) the largest and mean absolute difference and the
     mean relative difference |int8 - float| / |float|."""
     config = reference.config
-    labelled = FeatureProcessor(config, reference.processor.stats, with_labels=True)
+    labelled = FeatureProcessor(config, reference.processor.stats, with_labels=True, vocabs=reference.processor.vocabs)
     source = ParquetSource(data)
     for file in source.files:
         labelled.check_schema(source.schemas[file], file)

@@ -18,16 +18,21 @@ from recsys_mtl.config import Config
 from recsys_mtl.data.quality import DataQuality
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import Encoded, FeatureProcessor
+from recsys_mtl.features.vocab import Vocabularies
 from recsys_mtl.tasks.graph import SCORE, TaskSpec, output_names, probability_outputs
 from recsys_mtl.tasks.outputs import predict, ranking_score
 
 
 class Scorer:
-    """``model`` is a ``MultiTaskModel`` (float or int8 embeddings) in eval mode on CPU."""
+    """``model`` is a ``MultiTaskModel`` (float or int8 embeddings) in eval mode on CPU; ``vocabs`` the
+    vocabularies of its ``id_map: vocab`` features (saved with the run and the artifact)."""
 
-    def __init__(self, config: Config, stats: DenseStats, model: nn.Module, tasks: list[TaskSpec], version: str):
+    def __init__(
+        self, config: Config, stats: DenseStats, model: nn.Module, tasks: list[TaskSpec], version: str,
+        vocabs: Vocabularies | None = None,
+    ):
         self.config = config
-        self.processor = FeatureProcessor(config, stats, with_labels=False)
+        self.processor = FeatureProcessor(config, stats, with_labels=False, vocabs=vocabs)
         self.model = model
         self.tasks = tasks
         self.version = version

@@ -22,6 +22,7 @@ from recsys_mtl.features.dense import DenseStats, fill_value, needs_stats, raw_v
 from recsys_mtl.features.hashing import hash_strings
 from recsys_mtl.features.labels import check_labels, read_labels, read_sample_weights
 from recsys_mtl.features.sparse import IdColumn, id_lists, single_ids
+from recsys_mtl.features.vocab import Vocabularies, vocab_features
 
 Encoded = dict[str, IdColumn | np.ndarray]
 """Features of N rows by name: an ``IdColumn`` per id feature, ``[N]`` float32 per dense feature."""
@@ -49,7 +50,8 @@ def _pad(x: np.ndarray, rows: int) -> np.ndarray:
 
 
 class FeatureProcessor:
-    """Turns Arrow tables into model batches according to a config and the train-split dense stats.
+    """Turns Arrow tables into model batches according to a config, the train-split dense stats and
+    the train-split vocabularies of the ``id_map: vocab`` features (``Vocabularies``).
 
     ``with_labels=False`` is the serving mode: label columns are neither required nor read.
     ``extra_columns`` are numeric columns passed through as ``batch.extras`` (e.g. oracle columns).
@@ -62,6 +64,7 @@ class FeatureProcessor:
         *,
         with_labels: bool = True,
         extra_columns: Sequence[str] = (),
+        vocabs: Vocabularies | None = None,
     ):
         missing = [
             f.name for f in config.features.dense if needs_stats(f) and (stats is None or f.name not in stats)
@@ -71,8 +74,15 @@ class FeatureProcessor:
                 f"dense features {missing} use standardize or fill: mean and need train statistics; "
                 "compute them with DenseStats.compute over the train split (done by train / validate-data)"
             )
+        no_vocab = [f.name for f in vocab_features(config) if vocabs is None or f.name not in vocabs]
+        if no_vocab:
+            raise ValueError(
+                f"id features {no_vocab} use id_map: vocab and need the train split's vocabulary; "
+                "build it with Vocabularies.of_source over the train split (done by train / validate-data)"
+            )
         self.config = config
         self.stats = stats
+        self.vocabs = vocabs
         self.with_labels = with_labels
         self.rules: list[ColumnRule] = column_rules(config, with_labels=with_labels, extra_columns=extra_columns)
         self.extra_columns = tuple(extra_columns)
@@ -153,14 +163,15 @@ class FeatureProcessor:
     ) -> Encoded:
         """Map each feature of ``table`` (all, or those in ``names``) to model values, by name: an
         ``IdColumn`` of bucket ids for id features, ``[N]`` float32 transformed values for dense ones.
-        Null ids, out-of-range ids and filled dense values are counted in ``quality``."""
+        Null ids, out-of-range (or out-of-vocabulary) ids and filled dense values are counted in ``quality``."""
         wanted = None if names is None else set(names)
         out: Encoded = {}
         for f in self.config.features.id_features:
             if wanted is not None and f.name not in wanted:
                 continue
             column = table.column(f.source_column)
-            ids: IdColumn = id_lists(f, column) if isinstance(f, MultiHotFeature) else single_ids(f, column)
+            vocab = self.vocabs[f.name] if f.id_map == "vocab" and self.vocabs is not None else None
+            ids: IdColumn = id_lists(f, column, vocab) if isinstance(f, MultiHotFeature) else single_ids(f, column, vocab)
             if ids.nulls:
                 quality.null_ids[f.name] += ids.nulls
             if ids.out_of_range:

@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_mtl.config import MultiHotFeature, SparseFeature
 from recsys_mtl.features.hashing import bucketize, hash_int64, hash_strings
+from recsys_mtl.features.vocab import Vocabulary
 
 NULL_BUCKET = 0
 
@@ -23,7 +24,8 @@ class IdColumn:
     values:  [sum(lengths)] int64 bucket ids, row-major
     lengths: [N] int32 ids per row (1 for single-id features)
     nulls:   null ids seen (mapped to bucket 0)
-    out_of_range: ids outside [0, num_embeddings-1) with ``id_map: identity`` (mapped to bucket 0)
+    out_of_range: ids outside [0, num_embeddings-1) with ``id_map: identity``, or not in the
+                  vocabulary with ``id_map: vocab`` (mapped to bucket 0)
     """
 
     values: np.ndarray
@@ -40,13 +42,19 @@ def _as_plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array
 
 
-def map_ids(feature: SparseFeature, array: pa.Array) -> tuple[np.ndarray, int, int]:
-    """Bucket ids of a flat id array. ``[N] -> ([N] int64, nulls, out_of_range)``."""
+def map_ids(feature: SparseFeature, array: pa.Array, vocab: Vocabulary | None = None) -> tuple[np.ndarray, int, int]:
+    """Bucket ids of a flat id array. ``[N] -> ([N] int64, nulls, out_of_range)``; ``vocab`` is the
+    feature's vocabulary with ``id_map: vocab`` (its unknown ids count as out of range)."""
     array = _as_plain(array)
     valid = np.ones(len(array), dtype=bool) if array.null_count == 0 else array.is_valid().to_numpy(zero_copy_only=False)
     n_buckets = feature.num_embeddings
     out_of_range = 0
-    if pa.types.is_integer(array.type):
+    if feature.id_map == "vocab":
+        if vocab is None:
+            raise ValueError(f"feature {feature.name!r} has id_map: vocab but no vocabulary was given")
+        buckets = vocab.buckets(array)
+        out_of_range = int((valid & (buckets == NULL_BUCKET)).sum())
+    elif pa.types.is_integer(array.type):
         ids = array.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         if feature.id_map == "identity":
             in_range = (ids >= 0) & (ids < n_buckets - 1)
@@ -61,18 +69,18 @@ def map_ids(feature: SparseFeature, array: pa.Array) -> tuple[np.ndarray, int, i
     return buckets, int(array.null_count), out_of_range
 
 
-def single_ids(feature: SparseFeature, column: pa.Array | pa.ChunkedArray) -> IdColumn:
+def single_ids(feature: SparseFeature, column: pa.Array | pa.ChunkedArray, vocab: Vocabulary | None = None) -> IdColumn:
     """A one-id-per-row column: every row has length 1 (null ids go to the reserved bucket)."""
-    values, nulls, oor = map_ids(feature, _as_plain(column))
+    values, nulls, oor = map_ids(feature, _as_plain(column), vocab)
     return IdColumn(values, np.ones(len(values), dtype=np.int32), nulls, oor)
 
 
-def id_lists(feature: MultiHotFeature, column: pa.Array | pa.ChunkedArray) -> IdColumn:
+def id_lists(feature: MultiHotFeature, column: pa.Array | pa.ChunkedArray, vocab: Vocabulary | None = None) -> IdColumn:
     """A list-of-ids column: null lists are empty; ``max_length`` keeps the leading ids of each row."""
     column = _as_plain(column)
     lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int32)
     flat = pc.list_flatten(column)  # honours slicing and skips null lists
-    values, nulls, oor = map_ids(feature, flat)
+    values, nulls, oor = map_ids(feature, flat, vocab)
     if feature.max_length is not None and len(values) and lengths.max() > feature.max_length:
         starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
         position = np.arange(len(values)) - starts  # index of each id within its row

@@ -84,6 +84,25 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
     return MultiTaskModel(ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision))
 
 
+def backbone_input_columns(config: Config) -> list[str]:
+    """A name for each column of the backbone's input ``x`` (``MultiTaskModel.forward``), in order:
+    ``<feature>[k]`` embedding components, ``dense[k]`` the dense projection, and with the dot
+    interaction ``<a>*<b>`` the pairwise dot products (torchrec's ``InteractionArch``: the upper triangle,
+    row-major, over the dense projection then the id features). Warm start maps the columns of the
+    layers that read ``x`` by these names when features are added or removed."""
+    id_features = config.features.id_features
+    names = [f"{f.name}[{k}]" for f in id_features for k in range(f.dim)]
+    if config.uses_dot_interaction():
+        vectors = ["dense", *(f.name for f in id_features)]
+        names += [f"dense[{k}]" for k in range(id_features[0].dim)]
+        rows, cols = torch.triu_indices(len(vectors), len(vectors), offset=1).tolist()
+        return names + [f"{vectors[i]}*{vectors[j]}" for i, j in zip(rows, cols, strict=True)]
+    dims = config.model.dense_dims
+    if dims:
+        return names + [f"dense[{k}]" for k in range(dims[-1])]
+    return names + [f"dense:{f.name}" for f in config.features.dense]
+
+
 def build_train_module(config: Config, device: torch.device | str = "meta") -> MultiTaskTrainModule:
     """The model with its task losses and the configured loss balancer (what training shards and
     checkpoints)."""

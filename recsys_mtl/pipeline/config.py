@@ -26,6 +26,11 @@ class TrainingStage(Section):
     config: str | None = Field(default=None, description="training config (YAML); null: the generated one")
     overrides: tuple[str, ...] = Field(default=(), description="KEY=VALUE overrides of the training config")
     nproc: PositiveInt = Field(default=1, description="local processes for train and evaluate")
+    init_from: str | None = Field(
+        default=None,
+        description="warm start (`train --init-from`): `published` (the newest version in publish.model_root; "
+        "from scratch while nothing is published), a run or model path, or null (from scratch)",
+    )
 
 
 class EvaluateStage(Section):

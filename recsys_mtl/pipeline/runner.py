@@ -165,9 +165,10 @@ class Pipeline:
 
         def train(work: Path, final: Path) -> dict[str, Any]:
             resume = ["--resume"] if (work / "run").exists() else []  # an interrupted attempt's checkpoints
+            start = init_from()
             self._cli(
                 "train", work / "log.txt", "train", "--config", self._training_config_path(), "--out", work / "run",
-                "--nproc", c.training.nproc, *resume, *c.training.overrides,
+                "--nproc", c.training.nproc, *resume, *(["--init-from", start] if start else []), *c.training.overrides,
             )
             return {"run": str(final / "run"), "metrics": json.loads((work / "run" / "metrics.json").read_text())}
 
@@ -181,6 +182,13 @@ class Pipeline:
         def published() -> Path | None:
             root = Path(c.publish.model_root)
             return newest_version(root) if root.is_dir() else None
+
+        def init_from() -> str | None:
+            """What training starts from: ``published`` is the version published now (none yet: scratch)."""
+            if c.training.init_from != "published":
+                return c.training.init_from
+            current = published()
+            return str(current) if current is not None else None
 
         def gate(work: Path, final: Path) -> dict[str, Any]:
             new = json.loads((Path(self.manifests["evaluate"]["outputs"]["report"]) / "metrics.json").read_text())
@@ -222,7 +230,10 @@ class Pipeline:
 
         stages += [
             Stage("validate", lambda: {"config": self._resolved_training_config, **self._upstream("generate")}, validate),
-            Stage("train", lambda: {"config": self._resolved_training_config, "nproc": c.training.nproc, **self._upstream("validate")}, train),
+            Stage("train", lambda: {
+                "config": self._resolved_training_config, "nproc": c.training.nproc, "init_from": init_from(),
+                **self._upstream("validate"),
+            }, train),
             Stage("evaluate", lambda: {"data": self._eval_data(), **self._upstream("train")}, evaluate),
             # the published model is not an input: this run's decision stands once made (its own publish
             # would otherwise re-open it); --force gate decides again against what is published now

@@ -16,8 +16,9 @@ from torch import nn
 from recsys_mtl.config import Config, dump_config
 from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.export.artifact import META
-from recsys_mtl.export.load import load_artifact
+from recsys_mtl.export.load import load_artifact, not_a_run
 from recsys_mtl.features.dense import DenseStats
+from recsys_mtl.features.vocab import Vocabularies
 from recsys_mtl.progress import Progress
 from recsys_mtl.report.render import write_report
 from recsys_mtl.tasks.graph import TaskSpec
@@ -40,25 +41,30 @@ class Evaluated:
     checkpoint: str  # the checkpoint, or the model version
     train_log: list[dict[str, Any]]
     plan: list[dict[str, Any]] | None
+    vocabs: Vocabularies | None = None
 
 
-def load_evaluated(path: Path) -> Evaluated:
-    """A training run directory, or a model version / model root (the newest version)."""
+def load_evaluated(path: Path, checkpoint: str = "latest") -> Evaluated:
+    """A training run directory (its ``checkpoint``: latest, best or step_N), or a model version /
+    model root (the newest version)."""
     path = Path(path)
     if (path / "checkpoints").is_dir() and not (path / META).is_file():
-        run = load_run(path)
-        return Evaluated(run.config, run.stats, run.module.model, run.module.tasks, run.checkpoint.name, run.train_log(), run.plan())
+        run = load_run(path, checkpoint)
+        return Evaluated(run.config, run.stats, run.module.model, run.module.tasks, run.checkpoint.name, run.train_log(), run.plan(), run.vocabs)
+    not_a_run(path, checkpoint)
     artifact = load_artifact(path)
-    return Evaluated(artifact.config, artifact.stats, artifact.model, artifact.tasks, artifact.version, [], None)
+    return Evaluated(artifact.config, artifact.stats, artifact.model, artifact.tasks, artifact.version, [], None, artifact.vocabs)
 
 
 @torch.no_grad()
-def evaluate_run(run: Path, data: str, out: Path | None, env: DistEnv, batch_size: int | None = None) -> dict[str, Any]:
-    """Evaluate ``run`` (a run's latest checkpoint, or a model version) on ``data``; rank 0 writes the
-    report to ``out`` (when given). Returns the report dict on every rank."""
-    loaded = load_evaluated(run)
+def evaluate_run(
+    run: Path, data: str, out: Path | None, env: DistEnv, batch_size: int | None = None, checkpoint: str = "latest"
+) -> dict[str, Any]:
+    """Evaluate ``run`` (a run's ``checkpoint``: latest, best or step_N; or a model version) on ``data``;
+    rank 0 writes the report to ``out`` (when given). Returns the report dict on every rank."""
+    loaded = load_evaluated(run, checkpoint)
     config, tasks = loaded.config, loaded.tasks
-    reader = eval_reader(config, loaded.stats, data, env.rank, env.world_size, batch_size)
+    reader = eval_reader(config, loaded.stats, data, env.rank, env.world_size, batch_size, vocabs=loaded.vocabs)
     progress = Progress(len(reader) * reader.batch_size, "evaluate", "rows", enabled=env.is_main)
     try:
         streams, rows = stream_metrics(

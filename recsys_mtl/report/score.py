@@ -20,13 +20,14 @@ log = logging.getLogger("recsys_mtl.score")
 
 
 def score_to_parquet(
-    model: Path, data: str, out: Path, keep: list[str], batch_size: int | None = None, prefix: str = ""
+    model: Path, data: str, out: Path, keep: list[str], batch_size: int | None = None, prefix: str = "",
+    checkpoint: str = "latest",
 ) -> int:
     """Score with ``model`` (a model version, a model root, or a training run directory) and write
     ``out`` (Parquet): the ``keep`` columns as read, then one float32 column per output of
     ``Scorer.outputs`` (probabilities for binary tasks, expected label values for the others, ``score``
-    last), each named ``prefix + output``. Returns the number of rows written."""
-    scorer = load_scorer(model)
+    last), each named ``prefix + output``. ``checkpoint``: of a training run, latest, best or step_N. Returns the number of rows written."""
+    scorer = load_scorer(model, checkpoint)
     processor = scorer.processor
     source = ParquetSource(data)
     schema = source.schemas[source.files[0]]

@@ -4,6 +4,7 @@ Layout under ``RUN/checkpoints/``::
 
     step_00001200/        one complete checkpoint: DCP shards of every rank + meta.json
     LATEST                name of the newest complete checkpoint
+    BEST                  name of the best one by ``train.select`` (only with it; never pruned)
     .step_00001500.partial   a write in progress (or one a crash interrupted; ignored, then removed)
 
 Every rank writes its shards into the ``.partial`` directory; only after all ranks are done does rank 0
@@ -40,6 +41,7 @@ from recsys_mtl.train.distributed import broadcast_object
 log = logging.getLogger(__name__)
 
 LATEST = "LATEST"
+BEST = "BEST"
 META = "meta.json"
 
 
@@ -78,11 +80,21 @@ def latest_checkpoint(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def best_checkpoint(root: Path) -> Path | None:
+    """The checkpoint BEST names (``train.select``), when it is complete; else None."""
+    pointer = root / BEST
+    if not pointer.is_file():
+        return None
+    named = root / pointer.read_text().strip()
+    return named if (named / META).is_file() else None
+
+
 def save_checkpoint(
-    root: Path, step: int, model: nn.Module, optimizer: Any, meta: dict[str, Any], keep: int
+    root: Path, step: int, model: nn.Module, optimizer: Any, meta: dict[str, Any], keep: int, best: bool = False
 ) -> Path:
     """Collective: every rank calls it. Returns the final checkpoint directory; ``StorageError`` on
-    every rank when the storage fails the write (the previous checkpoint stays latest)."""
+    every rank when the storage fails the write (the previous checkpoint stays latest). ``best``: BEST
+    names it too (after LATEST); the checkpoint BEST names is never pruned."""
     rank = dist.get_rank()
     final = root / _name(step)
     partial = root / f".{_name(step)}.partial"
@@ -103,7 +115,7 @@ def save_checkpoint(
     failure = None
     if rank == 0:
         try:
-            _finish(root, partial, final, {**meta, "step": step}, keep)
+            _finish(root, partial, final, {**meta, "step": step}, keep, best)
         except OSError as exc:
             failure = _failed_write(root, final, partial, _describe(exc), remove=True)
     failure = broadcast_object(failure)  # also the closing barrier: no rank runs ahead of the rename
@@ -112,15 +124,20 @@ def save_checkpoint(
     return final
 
 
-def _finish(root: Path, partial: Path, final: Path, meta: dict[str, Any], keep: int) -> None:
-    """Rank 0, once every shard is written: meta.json, the rename into place, LATEST, pruning."""
+def _finish(root: Path, partial: Path, final: Path, meta: dict[str, Any], keep: int, best: bool) -> None:
+    """Rank 0, once every shard is written: meta.json, the rename into place, LATEST (and BEST), pruning
+    (of all but the newest ``keep`` and the best)."""
     _write_atomic(partial / META, json.dumps(meta, indent=2, default=str) + "\n")
     if final.exists():  # the same step saved twice (e.g. end of epoch == last step)
         shutil.rmtree(final)
     os.replace(partial, final)
     _write_atomic(root / LATEST, final.name + "\n")
+    if best:
+        _write_atomic(root / BEST, final.name + "\n")
+    kept = best_checkpoint(root)
     for old in complete_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old != kept:
+            shutil.rmtree(old, ignore_errors=True)
     log.info("checkpoint %s written", final)
 
 

@@ -13,6 +13,7 @@ from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.features.vocab import Vocabularies
 from recsys_mtl.metrics.task_streams import TaskStreams, label_column
 from recsys_mtl.progress import Progress
 from recsys_mtl.tasks.graph import TaskSpec
@@ -26,14 +27,15 @@ Logits = Callable[[Batch], dict[str, torch.Tensor]]
 
 
 def eval_reader(
-    config: Config, stats: DenseStats, data: str, rank: int, world_size: int, batch_size: int | None = None
+    config: Config, stats: DenseStats, data: str, rank: int, world_size: int, batch_size: int | None = None,
+    vocabs: Vocabularies | None = None,
 ) -> BatchReader:
     """A reader of ``data`` for evaluation: padded last batches (every rank the same count), and the
     ``oracle_*`` columns, when the data has them, passed through as extras."""
     source = ParquetSource(data)
     names = source.schemas[source.files[0]].names
     oracle = sorted(c for c in names if c.startswith(ORACLE_PREFIX))
-    processor = FeatureProcessor(config, stats, extra_columns=oracle)
+    processor = FeatureProcessor(config, stats, extra_columns=oracle, vocabs=vocabs)
     return BatchReader(
         source, processor, batch_size=batch_size or config.data.batch_size, rank=rank, world_size=world_size,
         last_batch="pad", prefetch=config.data.prefetch,

@@ -1,6 +1,6 @@
 """The training loop: one linear pass of set-up, steps, evaluation and checkpoints on DMP.
 
-Run directory ``RUN/``: ``config.yaml`` (resolved), ``dense_stats.json``, ``plan.json`` (sharding),
+Run directory ``RUN/``: ``config.yaml`` (resolved), ``dense_stats.json``, ``vocab.parquet`` (``id_map: vocab``), ``plan.json``,
 ``train_log.jsonl`` (one JSON object per log interval / evaluation / checkpoint), ``checkpoints/``,
 ``metrics.json`` (final evaluation, data quality, throughput).
 """
@@ -31,11 +31,18 @@ from recsys_mtl.errors import DataError, TrainingDiverged
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
+from recsys_mtl.features.vocab import VOCAB_FILE, Vocabularies, vocab_features
 from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.progress import Progress
 from recsys_mtl.tasks.graph import TaskSpec
 from recsys_mtl.tasks.scale import dwarfing
-from recsys_mtl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from recsys_mtl.train.checkpoint import (
+    best_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from recsys_mtl.train.distributed import (
     DistEnv,
     broadcast_object,
@@ -49,7 +56,9 @@ from recsys_mtl.train.lock import run_lock
 from recsys_mtl.train.optim import TrainOptimizer
 from recsys_mtl.train.pipeline import BalancedTrainPipeline
 from recsys_mtl.train.resume import check_out_dir
+from recsys_mtl.train.selection import Selection
 from recsys_mtl.train.sharding import describe_plan, make_plan, sharders
+from recsys_mtl.train.warm_start import warm_start
 
 log = logging.getLogger("recsys_mtl.train")
 
@@ -100,6 +109,21 @@ def _dense_stats(config: Config, out: Path, env: DistEnv, resuming: bool) -> Den
     return DenseStats.from_dict(broadcast_object(stats.to_dict() if stats else None))
 
 
+def _vocabularies(config: Config, out: Path, env: DistEnv, resuming: bool) -> Vocabularies | None:
+    """The ``id_map: vocab`` features' vocabularies, built by rank 0 in one pass over the train split
+    and saved as ``RUN/vocab.parquet`` (reread when resuming: ids keep their rows), shared with every rank."""
+    features = vocab_features(config)
+    if not features:
+        return None
+    path = out / VOCAB_FILE
+    data = None
+    if env.is_main:
+        if not (resuming and path.is_file()):
+            Vocabularies.of_source(features, ParquetSource(config.data.train)).save(path)
+        data = path.read_bytes()
+    return Vocabularies.from_bytes(broadcast_object(data))
+
+
 def _check_labels(config: Config, env: DistEnv) -> None:
     """Refuse labels that cannot train a model (a single class, too many impossible rows) before any
     step: rank 0 reads the label columns of each split once, every rank raises the same ``DataError``."""
@@ -131,12 +155,13 @@ def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[D
     return model, TrainOptimizer(model, config.train, scheduled_steps), plan
 
 
-def train(config: Config, out: Path, resume: bool = False) -> dict[str, Any]:
-    """Train as the config says (joining or creating the process group); return the final metrics."""
+def train(config: Config, out: Path, resume: bool = False, init_from: Path | None = None) -> dict[str, Any]:
+    """Train as the config says (joining or creating the process group); return the final metrics.
+    ``init_from``: a run or model version to warm-start a new run from (``recsys_mtl.train.warm_start``)."""
     env = init_distributed(config.train.collective_timeout_s)
     try:  # one job per run directory; a stalled rank ends the job with an error naming the collective
         with collective_timeouts(config.train.collective_timeout_s), run_lock(Path(out), env):
-            result = _train(config, Path(out), resume, env)
+            result = _train(config, Path(out), resume, env, init_from)
     except BaseException:
         shutdown(failed=True)
         raise
@@ -144,7 +169,7 @@ def train(config: Config, out: Path, resume: bool = False) -> dict[str, Any]:
     return result
 
 
-def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, Any]:
+def _train(config: Config, out: Path, resume: bool, env: DistEnv, init_from: Path | None) -> dict[str, Any]:
     t = config.train
     latest = check_out_dir(config, out, resume)  # reads only: a refused resume leaves the run as it was
     _check_labels(config, env)
@@ -152,17 +177,18 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     stats = _dense_stats(config, out, env, resuming=latest is not None)
+    vocabs = _vocabularies(config, out, env, resuming=latest is not None)
     if env.is_main:
         save_config(config, out / "config.yaml")
 
     tasks = config.task_specs()
     names = [task.name for task in tasks]
     train_reader = BatchReader.from_config(
-        config, "train", FeatureProcessor(config, stats), rank=env.rank, world_size=env.world_size,
+        config, "train", FeatureProcessor(config, stats, vocabs=vocabs), rank=env.rank, world_size=env.world_size,
         unknown_id_rate=config.features.unknown_id_rate,
     )
     eval_data = config.data.eval
-    evaluator = None if eval_data is None else eval_reader(config, stats, eval_data, env.rank, env.world_size)
+    evaluator = None if eval_data is None else eval_reader(config, stats, eval_data, env.rank, env.world_size, vocabs=vocabs)
     steps_per_epoch = len(train_reader)
     total_steps = min(steps_per_epoch * t.epochs, t.max_steps or steps_per_epoch * t.epochs)
 
@@ -177,8 +203,14 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         pos = resume_position(meta, steps_per_epoch, env.world_size)
         optimizer.step_count = pos.step
         log.info("resumed from %s at step %d (epoch %d, batch %d)", latest, pos.step, pos.epoch, pos.batch_in_epoch)
+        if init_from is not None:
+            log.info("--init-from %s not used: the run continues from its own checkpoint", init_from)
+    elif init_from is not None:
+        warm_start(model, config, init_from, out, env.is_main, vocabs)
     resumed_at = pos.step if latest is not None else None
     joblog = JobLog(out / "train_log.jsonl", t.prometheus_port, resumed_at) if env.is_main else None
+    selection = Selection.of(t.select, read_meta(latest).get("selection") if latest is not None else None)
+    stopped = selection is not None and selection.exhausted  # a resumed run that had stopped early trains no further
 
     first_step = pos.step
     pipeline = BalancedTrainPipeline(model, optimizer, env.device)
@@ -191,12 +223,13 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
     scale_checked = False  # the first log interval of this job checks that no task swamps the others
     interval_good, bad_steps = 0, 0  # steps of the interval with finite losses; skipped steps in all
 
-    def checkpoint() -> None:
+    def checkpoint(best: bool = False) -> None:
         meta = {
             "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch, "world_size": env.world_size,
             "steps_per_epoch": steps_per_epoch, "config": json.loads(config.model_dump_json()), "metrics": metrics,
+            "selection": selection.state() if selection else None, **({"best": selection.best()} if best and selection else {}),
         }
-        save_checkpoint(out / "checkpoints", pos.step, model, optimizer, meta, t.keep_checkpoints)
+        save_checkpoint(out / "checkpoints", pos.step, model, optimizer, meta, t.keep_checkpoints, best)
         if joblog:
             joblog.write("checkpoint", step=pos.step)
 
@@ -214,7 +247,7 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
     model.train()
     progress = Progress((total_steps - pos.step) * samples_per_step, "train", "samples", enabled=env.is_main)
     try:
-        while pos.step < total_steps:
+        while pos.step < total_steps and not stopped:
             # dropout draws from a stream fixed by (seed, step, rank): a resumed run repeats it exactly
             torch.manual_seed(t.seed * 1_000_003 + pos.step * 7_919 + env.rank)
             step_start = time.perf_counter()
@@ -256,10 +289,17 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
                 interval_steps, interval_good, interval_start = 0, 0, time.perf_counter()
 
             finished = pos.step == total_steps
-            if epoch_done or finished or (t.eval_every_steps and pos.step % t.eval_every_steps == 0):
+            evaluated = epoch_done or finished or bool(t.eval_every_steps and pos.step % t.eval_every_steps == 0)
+            if evaluated:
                 run_eval()
-            if epoch_done or finished or (t.checkpoint_every_steps and pos.step % t.checkpoint_every_steps == 0):
-                checkpoint()
+            # train.select: every evaluation is checkpointed, the best marked; rank 0's decision holds on every rank
+            improved, stopped = broadcast_object(selection.update(metrics, pos.step)) if evaluated and selection else (False, False)
+            if (evaluated and selection) or epoch_done or finished or (t.checkpoint_every_steps and pos.step % t.checkpoint_every_steps == 0):
+                checkpoint(best=improved)
+            if stopped and env.is_main:
+                log.info("%s", selection.stop_message(pos.step))
+                if joblog:
+                    joblog.write("early_stop", step=pos.step, metric=selection.metric, best_step=selection.best_step, best_value=selection.best_value)
     finally:
         # stop the reader's prefetch thread (it may be ahead of the last step) before teardown
         stream.close()
@@ -277,6 +317,9 @@ def _train(config: Config, out: Path, resume: bool, env: DistEnv) -> dict[str, A
         "train_data_quality": quality.to_dict(),
         "plan": describe_plan(plan),
     }
+    if selection is not None and selection.best_step is not None:  # the best checkpoint's evaluation
+        best = best_checkpoint(out / "checkpoints")
+        result.update(metrics=selection.best_metrics, selected=selection.selected(best and best.name, pos.step))
     if env.is_main:
         (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
         if joblog:

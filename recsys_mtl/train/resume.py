@@ -29,7 +29,7 @@ RESUMABLE_CHANGES = (
     "train.max_steps", "train.max_bad_steps", "train.log_every_steps", "train.eval_every_steps",
     "train.checkpoint_every_steps", "train.keep_checkpoints", "train.prometheus_port", "train.collective_timeout_s",
     "train.embedding_lr", "train.dense_lr", "train.weight_decay", "train.grad_clip_norm",
-    "tasks[*].weight", "tasks[*].scale",
+    "tasks[*].weight", "tasks[*].scale", "train.select.patience", "train.select.min_delta",
 )
 
 
@@ -56,9 +56,14 @@ def _resumable(key: str) -> bool:
 
 def changed_keys(saved: dict[str, Any], config: Config) -> list[str]:
     """Keys (dotted) whose values differ between a checkpoint's config and ``config``, those a resume
-    may change left out; a key present on one side only counts as changed."""
+    may change left out; a key present on one side only counts as changed, except a null one (an optional
+    section added since the checkpoint was written, left off)."""
     old, new = flatten(saved), flatten(json.loads(config.model_dump_json()))
-    return sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>") and not _resumable(k))
+    added_null = {k for k in new.keys() - old.keys() if new[k] is None}
+    return sorted(
+        k for k in old.keys() | new.keys()
+        if old.get(k, "<absent>") != new.get(k, "<absent>") and k not in added_null and not _resumable(k)
+    )
 
 
 def check_out_dir(config: Config, out: Path, resume: bool) -> Path | None:

@@ -83,6 +83,19 @@ def test_the_gate_refuses_a_worse_model_and_says_why(published):
     assert versions(base / "models") == before
 
 
+def test_training_can_start_from_what_is_published(published):
+    config, base = published
+    current = base / "models" / versions(base / "models")[-1]
+    result = pipeline(config, "c", "training.init_from=published", f"training.overrides={json.dumps([*SMALL_MODEL, 'train.max_steps=2'])}")
+    assert result.returncode in (0, 3), result.stdout + result.stderr[-3000:]  # the gate decides; training started warm
+    train = manifests(base / "work", "c")["train"]
+    assert train["inputs"]["init_from"] == str(current)
+    log = (base / "work" / "c" / "train" / "log.txt").read_text()
+    assert f"warm start from {current}/metadata.json" in log
+    summary = json.loads((base / "work" / "c" / "train" / "run" / "warm_start.json").read_text())
+    assert summary["resized"] == {} and all(k.startswith("balancer.") for k in summary["new"])  # a version holds the model only
+
+
 def test_a_failed_stage_keeps_earlier_outputs_and_a_rerun_resumes_after_them(small_config_path, tmp_path):
     config = write_config(tmp_path / "pipeline.yaml", small_config_path, tmp_path / "models")
     failed = pipeline(config, "c", f"evaluate.data={tmp_path / 'missing'}")

@@ -37,12 +37,12 @@ def weights(checkpoints: Path, config: Config) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-def evaluate_unsharded(run: Path) -> dict[str, dict[str, float]]:
-    """The run's latest checkpoint, gathered into an unsharded model in this process, evaluated on
-    the run's eval split exactly as training evaluates (same features, same metric path)."""
+def evaluate_unsharded(run: Path, checkpoint: Path | None = None) -> dict[str, dict[str, float]]:
+    """The run's latest checkpoint (or ``checkpoint``), gathered into an unsharded model in this process,
+    evaluated on the run's eval split exactly as training evaluates (same features, same metric path)."""
     config = load_config(run / "config.yaml")
     module = build_train_module(config, "cpu").eval()
-    load_unsharded(latest_checkpoint(run / "checkpoints"), module)
+    load_unsharded(checkpoint or latest_checkpoint(run / "checkpoints"), module)
     reader = eval_reader(config, DenseStats.load(run / "dense_stats.json"), config.data.eval, 0, 1)
     streams, _ = stream_metrics(sharded_logits(module), reader, module.tasks, torch.device("cpu"), groups=config.group_key is not None)
     return streams.metrics()

@@ -1,0 +1,220 @@
+"""Warm start (SPEC §10): a new run starts from the weights of an earlier run or a published model
+version, across config changes.
+
+What carries over, tensor by tensor (the train module's state, keyed as in a checkpoint):
+
+* an embedding table of the same name and dim: every row the new table has room for (a table made
+  larger keeps all its rows and initialises the new ones; one made smaller keeps its first rows);
+* any other tensor of the same name and shape (dense layers, towers, gates, balancer state);
+* a layer reading the backbone input (the first layer of each expert, each gate) when features were
+  added or removed: the columns of the inputs both configs have, matched by name
+  (``backbone_input_columns``: embedding components, dense projection, pairwise dots);
+* a table whose dim changed, or whose features now map ids another way (``id_map``), is refused: its
+  rows would mean something else;
+* everything else (a new feature's table and columns, a new task's tower, a layer whose shape changed
+  otherwise) starts from its fresh initialisation.
+
+The optimizer state starts fresh; the dense statistics are recomputed on the new run's train split (the
+new data's distribution is what the model will see). Rank 0 builds the merged state on CPU, writes it
+as a DCP checkpoint under the run directory, and every rank loads it into its shards (so a source of any
+world size starts a run of any world size); the copy is removed once loaded and ``warm_start.json``
+records what was kept, resized and new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+
+from recsys_mtl.config import Config, ConfigError, load_config
+from recsys_mtl.export.artifact import CONFIG, META, load_weights, resolve_model_path, verify
+from recsys_mtl.features.vocab import Vocabularies
+from recsys_mtl.models.builder import backbone_input_columns, build_train_module
+from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
+
+log = logging.getLogger(__name__)
+
+TABLE = "model.ebc.embedding_bags."  # + "<table>.weight": the embedding tables in the train module's state
+SUMMARY = "warm_start.json"
+
+
+@dataclass
+class Source:
+    """Where the weights come from: a run's latest checkpoint or a model version (train-module keys)."""
+
+    path: Path
+    config: Config
+    state: dict[str, torch.Tensor]
+    vocabs: Vocabularies | None = None  # the source's vocabularies (``id_map: vocab`` features)
+
+
+@dataclass
+class Summary:
+    source: str
+    kept: list[str] = field(default_factory=list)
+    resized: dict[str, str] = field(default_factory=dict)
+    new: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "kept": self.kept, "resized": self.resized, "new": self.new, "dropped": self.dropped}
+
+    def describe(self) -> str:
+        lines = [f"warm start from {self.source}: {len(self.kept)} tensors kept, {len(self.resized)} resized, "
+                 f"{len(self.new)} new, {len(self.dropped)} dropped"]
+        lines += [f"  resized {k}: {v}" for k, v in self.resized.items()]
+        lines += [f"  new     {k}: {v}" for k, v in self.new.items()]
+        lines += [f"  dropped {k}" for k in self.dropped]
+        return "\n".join(lines)
+
+
+def read_source(path: Path) -> Source:
+    """The weights of a training run (its latest checkpoint, gathered from any world size) or of a model
+    version (a model root: its newest usable version); ``ConfigError`` naming what is wrong."""
+    path = Path(path)
+    if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+        checkpoint = latest_checkpoint(path / "checkpoints")
+        if checkpoint is None:
+            raise ConfigError(f"--init-from {path}: the run has no complete checkpoint")
+        config = load_config(path / "config.yaml")
+        module = build_train_module(config, "cpu")
+        load_unsharded(checkpoint, module)
+        return Source(checkpoint, config, module.state_dict(), Vocabularies.load_for(config, path))
+    if not path.exists():
+        raise ConfigError(f"--init-from {path} does not exist; pass a training run directory, a model version or a model root")
+    version = resolve_model_path(path)
+    meta = verify(version)
+    if meta.get("quantization") is not None:
+        raise ConfigError(f"--init-from {version}: the version's embeddings are int8 ({meta['quantization']}); start from its run or a float export")
+    state = {f"model.{k}": v for k, v in load_weights(version).items()}  # a version holds the model's state
+    config = load_config(version / CONFIG)
+    return Source(version / META, config, state, Vocabularies.load_for(config, version))
+
+
+def _id_maps(config: Config) -> dict[str, set[str]]:
+    return {table: {f.id_map for f in features} for table, features in config.features.tables().items()}
+
+
+def _reads_backbone_input(old: torch.Tensor, init: torch.Tensor, old_cols: list[str], new_cols: list[str]) -> bool:
+    """Whether a weight of changed shape is a layer reading the backbone input (``[O, Din]``, the same O)."""
+    return old.dim() == 2 and old.shape[0] == init.shape[0] and (old.shape[1], init.shape[1]) == (len(old_cols), len(new_cols))
+
+
+def _vocab_rows(source: Source, vocabs: Vocabularies | None, table: str, config: Config) -> tuple[list[int], list[int]] | None:
+    """For a table of an ``id_map: vocab`` feature: (new rows, source rows) of the ids both vocabularies
+    hold, and row 0 (unknown ids); None for other tables. Vocabularies change from run to run (new ids,
+    new frequency order), so rows follow their ids rather than their positions."""
+    features = config.features.tables()[table]
+    if features[0].id_map != "vocab":
+        return None
+    if len(features) > 1:
+        raise ConfigError(f"--init-from: table {table!r} is shared by vocab features {[f.name for f in features]}; not supported")
+    name = features[0].name
+    if source.vocabs is None or name not in source.vocabs or vocabs is None:
+        raise ConfigError(f"--init-from: the source has no vocabulary of feature {name!r}; its rows cannot be matched to ids")
+    old, new = source.vocabs[name], vocabs[name]
+    if old.kind != new.kind:
+        raise ConfigError(f"--init-from: feature {name!r} has {old.kind} ids in the source and {new.kind} ids here")
+    found = pc.index_in(new.ids, value_set=old.ids).to_numpy(zero_copy_only=False)  # NaN where not found
+    new_rows = [0] + [i + 1 for i, j in enumerate(found) if j == j]
+    return new_rows, [0] + [int(j) + 1 for j in found if j == j]
+
+
+def merge(
+    source: Source, config: Config, fresh: dict[str, torch.Tensor], vocabs: Vocabularies | None = None
+) -> tuple[dict[str, torch.Tensor], Summary]:
+    """``fresh`` (the new run's initial state) with every tensor the source can give; what was kept,
+    resized, new and dropped. ``vocabs``: the new run's vocabularies (rows of vocab tables follow their
+    ids). ``ConfigError`` for a table whose dim or id mapping changed."""
+    summary = Summary(str(source.path))
+    old_maps, new_maps = _id_maps(source.config), _id_maps(config)
+    old_cols, new_cols = backbone_input_columns(source.config), backbone_input_columns(config)
+    merged = {}
+    for key, init in fresh.items():
+        old = source.state.get(key)
+        table = key[len(TABLE):-len(".weight")] if key.startswith(TABLE) else None
+        if old is None:
+            merged[key] = init
+            summary.new[key] = "not in the source: initialised"
+            continue
+        if table is not None:
+            if old.shape[1] != init.shape[1]:
+                raise ConfigError(
+                    f"--init-from: table {table!r} has dim {old.shape[1]} in the source and {init.shape[1]} here; its "
+                    "rows cannot carry over (rename the table to start it fresh, or keep its dim)"
+                )
+            if old_maps.get(table) != new_maps.get(table):
+                raise ConfigError(
+                    f"--init-from: table {table!r} maps ids by {sorted(old_maps.get(table, []))} in the source and by "
+                    f"{sorted(new_maps[table])} here; its rows would stand for other ids (rename the table to start it fresh)"
+                )
+            merged[key] = init.clone()
+            by_id = _vocab_rows(source, vocabs, table, config)
+            if by_id is not None:
+                merged[key][by_id[0]] = old[by_id[1]]
+                summary.resized[key] = f"{len(by_id[0]) - 1} of {init.shape[0] - 1} vocabulary ids kept by id (and the unknown row)"
+                continue
+            rows = min(old.shape[0], init.shape[0])
+            merged[key][:rows] = old[:rows]
+            if old.shape[0] == init.shape[0]:
+                summary.kept.append(key)
+            else:
+                added = f", rows {rows}..{init.shape[0] - 1} initialised" if init.shape[0] > rows else ""
+                summary.resized[key] = f"{old.shape[0]} -> {init.shape[0]} rows: {rows} kept{added}"
+        elif old.shape == init.shape and old.dtype == init.dtype:
+            merged[key] = old.clone()
+            summary.kept.append(key)
+        elif _reads_backbone_input(old, init, old_cols, new_cols):
+            # a layer fed by the backbone input, whose features changed: its columns follow their inputs
+            where = {name: i for i, name in enumerate(old_cols)}
+            both = [(j, where[name]) for j, name in enumerate(new_cols) if name in where]
+            merged[key] = init.clone()
+            merged[key][:, [j for j, _ in both]] = old[:, [i for _, i in both]]
+            summary.resized[key] = f"input columns {len(old_cols)} -> {len(new_cols)}: {len(both)} kept by input name"
+        else:
+            merged[key] = init
+            summary.new[key] = f"shape {list(old.shape)} in the source, {list(init.shape)} here: initialised"
+    summary.dropped = sorted(set(source.state) - set(fresh))
+    return merged, summary
+
+
+def warm_start(
+    model: nn.Module, config: Config, source_path: Path, out: Path, is_main: bool, vocabs: Vocabularies | None = None
+) -> Summary | None:
+    """Collective: load what ``source_path`` can give into the sharded ``model`` (DMP) of every rank.
+    Returns the summary on rank 0 (None elsewhere), after saving it as ``out/warm_start.json``."""
+    staged = out / ".warm_start.partial"
+    summary = None
+    error = None
+    if is_main:
+        try:
+            source = read_source(source_path)
+            fresh = build_train_module(config, "cpu").state_dict()
+            merged, summary = merge(source, config, fresh, vocabs)
+            shutil.rmtree(staged, ignore_errors=True)
+            dcp.save({"model": merged}, checkpoint_id=str(staged), no_dist=True)
+        except ConfigError as exc:
+            error = str(exc)
+    box = [error]
+    dist.broadcast_object_list(box)
+    if box[0] is not None:
+        raise ConfigError(box[0])
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=str(staged))
+    model.load_state_dict(state["model"])
+    dist.barrier()  # every rank has read the staged copy
+    if is_main:
+        shutil.rmtree(staged, ignore_errors=True)
+        (out / SUMMARY).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        log.info("%s", summary.describe())
+    return summary
