@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ROWS   ?= 200000
 
-.PHONY: setup demo test bench bench-peers experiments lint clean
+.PHONY: setup demo demo-daily test bench bench-peers experiments lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml requirements/torch-cpu.txt requirements/runtime.txt req
 # then the server on the published model and one scored request; re-runs skip the done stages
 demo: $(STAMP)
 	$(BIN)/python pipelines/demo.py --rows $(ROWS)
+
+# incremental training: a 4-day synthetic stream, then the pipeline once per day (days 1-3), each
+# warm-started from the model published the day before, evaluated on the next day, gated and published
+demo-daily: $(STAMP)
+	$(BIN)/python pipelines/daily.py --rows $(ROWS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

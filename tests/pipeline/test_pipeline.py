@@ -134,3 +134,13 @@ def test_the_cluster_pipeline_config_is_the_one_kustomize_mounts():
     mounted = yaml.safe_load((ROOT / "deploy" / "base" / "pipeline.yaml").read_text())
     assert shipped == mounted
     assert load_pipeline_config(ROOT / "pipelines" / "configs" / "cluster.yaml").publish.model_root == "/data/models"
+
+
+def test_the_daily_pipeline_config_takes_the_day_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # paths given as overrides are relative to the working directory
+    loaded = load_pipeline_config(
+        ROOT / "pipelines" / "configs" / "daily.yaml", ["training.config=d/day_2/config.yaml", "evaluate.data=d/day_3/test"],
+    )
+    assert loaded.training.init_from == "published"
+    assert (loaded.training.config, loaded.evaluate.data) == (str(tmp_path.resolve() / "d/day_2/config.yaml"), str(tmp_path.resolve() / "d/day_3/test"))
+    assert loaded.publish.model_root == str((ROOT / "demo" / "daily" / "models").resolve())
