@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             f"  day_{day.day}: {day.train_rows:,} train + {day.test_rows:,} test rows; "
             f"{day.users:,} users ({day.new_users:,} new, {day.new_user_share:.1%} of rows), "
             f"{day.items:,} items ({day.new_items:,} new, {day.new_item_share:.1%} of rows)"
-            + (f"; click rate {day.rates['click']:.4f}" if "click" in day.rates else "")
+            + "; rates " + ", ".join(f"{name} {rate:.4g}" for name, rate in day.rates.items())
         )
     for line in s.rate_lines():
         print(f"  {line}")
