@@ -20,18 +20,20 @@ import os
 import re
 import socket
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from recsys_mtl.config import TrainConfig
-from recsys_mtl.errors import CollectiveTimeout
+from recsys_mtl.config import ConfigError, TrainConfig
+from recsys_mtl.errors import CollectiveTimeout, DataError
 from recsys_mtl.train.watchdog import watch_launcher
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TIMEOUT_KEY = "train.collective_timeout_s"
 DEFAULT_TIMEOUT_S: float = TrainConfig.model_fields["collective_timeout_s"].default
@@ -111,6 +113,22 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_main(is_main: bool, work: Callable[[], T]) -> T | None:
+    """Collective: ``work()`` on rank 0 only (its result there, None elsewhere). A refusal it raises
+    (``ConfigError`` / ``DataError``: input that cannot be used) is raised on every rank, so none waits
+    in a collective for a rank that stopped."""
+    result, refusal = None, None
+    if is_main:
+        try:
+            result = work()
+        except (ConfigError, DataError) as exc:
+            refusal = exc
+    refusal = broadcast_object(refusal)
+    if refusal is not None:
+        raise refusal  # type: ignore[misc]
+    return result
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recsys_mtl.config import ConfigError
-from recsys_mtl.train.distributed import DistEnv, broadcast_object
+from recsys_mtl.train.distributed import DistEnv, on_main
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +111,14 @@ def _same_file(fd: int, path: Path) -> bool:
 def run_lock(out: Path, env: DistEnv) -> Iterator[None]:
     """Collective: rank 0 holds the lock on ``out`` for the block; when another job has it, every rank
     raises the same ``ConfigError`` before the block starts."""
-    held: RunLock | None = None
-    refusal: str | None = None
-    if env.is_main:
+
+    def lock() -> RunLock:
         try:
-            held = acquire(out)
-        except ConfigError as exc:
-            refusal = str(exc)
+            return acquire(out)
         except OSError as exc:  # e.g. no permission to create it: every rank stops, none waits
-            refusal = f"cannot create or lock the run directory {out}: {exc}"
-    refusal = broadcast_object(refusal)  # type: ignore[assignment]
-    if refusal:
-        raise ConfigError(refusal)
+            raise ConfigError(f"cannot create or lock the run directory {out}: {exc}") from None
+
+    held = on_main(env.is_main, lock)
     try:
         yield
     finally:

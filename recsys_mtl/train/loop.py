@@ -22,12 +22,12 @@ import torch.distributed as dist
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 
-from recsys_mtl.config import Config, ConfigError, save_config
+from recsys_mtl.config import Config, save_config
 from recsys_mtl.data.label_check import require_trainable_labels
 from recsys_mtl.data.quality import sum_over_ranks
 from recsys_mtl.data.reader import BatchReader
 from recsys_mtl.data.source import ParquetSource
-from recsys_mtl.errors import DataError, TrainingDiverged
+from recsys_mtl.errors import TrainingDiverged
 from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
@@ -48,6 +48,7 @@ from recsys_mtl.train.distributed import (
     broadcast_object,
     collective_timeouts,
     init_distributed,
+    on_main,
     shutdown,
 )
 from recsys_mtl.train.evaluate import eval_reader, evaluate
@@ -126,16 +127,8 @@ def _vocabularies(config: Config, out: Path, env: DistEnv, resuming: bool) -> Vo
 
 def _check_labels(config: Config, env: DistEnv) -> None:
     """Refuse labels that cannot train a model (a single class, too many impossible rows) before any
-    step: rank 0 reads the label columns of each split once, every rank raises the same ``DataError``."""
-    refused = None
-    if env.is_main:
-        try:
-            require_trainable_labels(config, ["train"] + (["eval"] if config.data.eval is not None else []))
-        except (ConfigError, DataError) as exc:  # every rank stops with it, none waits in a collective
-            refused = str(exc)
-    refused = broadcast_object(refused)
-    if refused:
-        raise DataError(refused)
+    step: rank 0 reads the label columns of each split once, every rank raises the same error."""
+    on_main(env.is_main, lambda: require_trainable_labels(config, ["train"] + (["eval"] if config.data.eval is not None else [])))
 
 
 def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[DistributedModelParallel, TrainOptimizer, ShardingPlan]:

@@ -40,7 +40,8 @@ from recsys_mtl.config import Config, ConfigError, load_config
 from recsys_mtl.export.artifact import CONFIG, META, load_weights, resolve_model_path, verify
 from recsys_mtl.features.vocab import Vocabularies
 from recsys_mtl.models.builder import backbone_input_columns, build_train_module
-from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
+from recsys_mtl.train.distributed import on_main
+from recsys_mtl.train.run_dir import load_run
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,8 @@ def read_source(path: Path) -> Source:
     version (a model root: its newest usable version); ``ConfigError`` naming what is wrong."""
     path = Path(path)
     if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
-        checkpoint = latest_checkpoint(path / "checkpoints")
-        if checkpoint is None:
-            raise ConfigError(f"--init-from {path}: the run has no complete checkpoint")
-        config = load_config(path / "config.yaml")
-        module = build_train_module(config, "cpu")
-        load_unsharded(checkpoint, module)
-        return Source(checkpoint, config, module.state_dict(), Vocabularies.load_for(config, path))
+        run = load_run(path)  # its latest checkpoint, gathered into whole tensors
+        return Source(run.checkpoint, run.config, run.module.state_dict(), run.vocabs)
     if not path.exists():
         raise ConfigError(f"--init-from {path} does not exist; pass a training run directory, a model version or a model root")
     version = resolve_model_path(path)
@@ -194,21 +190,14 @@ def warm_start(
     """Collective: load what ``source_path`` can give into the sharded ``model`` (DMP) of every rank.
     Returns the summary on rank 0 (None elsewhere), after saving it as ``out/warm_start.json``."""
     staged = out / ".warm_start.partial"
-    summary = None
-    error = None
-    if is_main:
-        try:
-            source = read_source(source_path)
-            fresh = build_train_module(config, "cpu").state_dict()
-            merged, summary = merge(source, config, fresh, vocabs)
-            shutil.rmtree(staged, ignore_errors=True)
-            dcp.save({"model": merged}, checkpoint_id=str(staged), no_dist=True)
-        except ConfigError as exc:
-            error = str(exc)
-    box = [error]
-    dist.broadcast_object_list(box)
-    if box[0] is not None:
-        raise ConfigError(box[0])
+
+    def stage() -> Summary:
+        merged, summary = merge(read_source(source_path), config, build_train_module(config, "cpu").state_dict(), vocabs)
+        shutil.rmtree(staged, ignore_errors=True)
+        dcp.save({"model": merged}, checkpoint_id=str(staged), no_dist=True)
+        return summary
+
+    summary = on_main(is_main, stage)
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(staged))
     model.load_state_dict(state["model"])
