@@ -52,7 +52,8 @@ def format_result(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validate before launching anything
-    check_out_dir(config, args.out, args.resume)  # and a refused --resume, before N processes say it
+    world_size = int(os.environ.get("WORLD_SIZE", args.nproc))  # under a launcher: its world
+    check_out_dir(config, args.out, args.resume, world_size)  # and a refused --resume, before N processes say it
     if args.nproc > 1 and not under_launcher():
         return relaunch(args.nproc)
     from recsys_mtl.train.loop import train

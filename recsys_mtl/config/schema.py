@@ -47,15 +47,28 @@ class SparseFeature(ServedFeature):
     ``min_count`` times in the train split, the ``num_embeddings - 1`` most frequent (ties: smaller id
     first), to buckets 1.. in that order, with no collisions; any other id (unseen in training) goes to
     bucket 0 (``recsys_mtl.features.vocab``; the vocabulary is saved with the run and the artifact).
+    ``managed`` is for unbounded, churning id spaces (user and item ids): TorchRec's managed-collision
+    module (``MCHManagedCollisionModule``) gives each admitted id a row of its own, admits the ids seen
+    since the last admission every ``eviction_interval`` training steps and, when the table is full,
+    evicts the least recently (``eviction: lru``) or least often (``lfu``) seen ids; its id-to-row map is
+    part of the model's state (checkpointed, warm-started, exported). An id not admitted (unseen in
+    training, evicted, or new since the last admission) reads the table's miss row, its last row; null
+    ids are one id of their own (``recsys_mtl.models.managed``).
     """
 
     name: str = Field(min_length=1)
     num_embeddings: int = Field(ge=2, description="buckets, including the reserved bucket 0")
     dim: PositiveInt
     column: str | None = Field(default=None, description="Parquet column, when it differs from name")
-    id_map: Literal["hash", "identity", "vocab"] = "hash"
+    id_map: Literal["hash", "identity", "vocab", "managed"] = "hash"
     min_count: int | None = Field(
         default=None, ge=1, description="id_map: vocab only: ids seen fewer times in the train split are unknown (default 1)",
+    )
+    eviction: Literal["lru", "lfu"] | None = Field(
+        default=None, description="id_map: managed only: which ids a full table evicts (default lru)",
+    )
+    eviction_interval: PositiveInt | None = Field(
+        default=None, description="id_map: managed only: training steps between admissions of new ids (default 10)",
     )
     table: str | None = Field(
         default=None, description="embedding table name; features naming the same table share it"
@@ -65,7 +78,15 @@ class SparseFeature(ServedFeature):
     def _min_count_with_vocab(self) -> SparseFeature:
         if self.min_count is not None and self.id_map != "vocab":
             raise ValueError(f"min_count is for id_map: vocab; feature {self.name!r} has id_map: {self.id_map}")
+        for key in ("eviction", "eviction_interval"):
+            if getattr(self, key) is not None and self.id_map != "managed":
+                raise ValueError(f"{key} is for id_map: managed; feature {self.name!r} has id_map: {self.id_map}")
         return self
+
+    @property
+    def managed_ids(self) -> tuple[str, int]:
+        """``(eviction, eviction_interval)`` of an ``id_map: managed`` feature, defaults filled in."""
+        return self.eviction or "lru", self.eviction_interval or 10
 
     @property
     def vocab_min_count(self) -> int:
@@ -113,6 +134,8 @@ class FeaturesConfig(Section):
     with ``id_map: identity``, and so an id the model has never seen. ``unknown_id_rate`` of the train
     split's ids are read as unknown (row 0) so that this row learns what an unknown id predicts, the
     average of the ids it stands for, instead of keeping its random initialisation (a skewed score).
+    Tables of ``id_map: managed`` features read unknown ids from their miss row instead, which training
+    reaches with the ids awaiting admission; ``unknown_id_rate`` leaves their ids as they are.
     """
 
     sparse: tuple[SparseFeature, ...] = ()
@@ -133,10 +156,13 @@ class FeaturesConfig(Section):
         for table, members in self.tables().items():
             shapes = {(f.num_embeddings, f.dim) for f in members}
             poolings = {f.pooling for f in members if isinstance(f, MultiHotFeature)}
-            if len(shapes) > 1 or len(poolings) > 1:
+            # a managed table has one id-to-row map, admitting and evicting for all its features
+            managed = {f.managed_ids if f.id_map == "managed" else None for f in members}
+            if len(shapes) > 1 or len(poolings) > 1 or len(managed) > 1:
                 raise ValueError(
                     f"features sharing table {table!r} ({[f.name for f in members]}) must agree on "
-                    "num_embeddings and dim, and multi-hot members on pooling"
+                    "num_embeddings and dim, multi-hot members on pooling, and on id_map: managed with its "
+                    "eviction and eviction_interval"
                 )
         return self
 

@@ -98,6 +98,8 @@ class BatchReader:
             raise ValueError(f"start_batch {start_batch} outside [0, {self.plan.num_batches}]")
         self.start_batch = start_batch
         self.unknown_id_rate = unknown_id_rate  # training only: see features.unknown_id_rate
+        # managed tables read unknown ids from their miss row, not from a reserved row 0
+        self.unknown_keys = {f.name for f in processor.config.features.id_features if f.id_map != "managed"}
         self.quality = DataQuality(empty_files=list(source.empty_files))
 
     @classmethod
@@ -190,5 +192,5 @@ class BatchReader:
             if self.unknown_id_rate:
                 # drawn from (seed, epoch, rank, batch): a resumed run reads the same unknown ids
                 rng = np.random.default_rng([self.seed, self.epoch, self.rank, index])
-                batch = dataclasses.replace(batch, sparse=as_unknown(batch.sparse, self.unknown_id_rate, rng))
+                batch = dataclasses.replace(batch, sparse=as_unknown(batch.sparse, self.unknown_id_rate, rng, self.unknown_keys))
             yield batch

@@ -47,7 +47,7 @@ def id_types(config: Config) -> dict[str, str]:
         return {}
     out = {}
     for f in config.features.id_features:
-        if f.id_map == "hash" and f.source_column in schema.names:
+        if f.id_map in ("hash", "managed") and f.source_column in schema.names:
             t = schema.field(f.source_column).type
             t = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else t
             t = t.value_type if pa.types.is_dictionary(t) else t

@@ -15,6 +15,11 @@ from recsys_mtl.features.hashing import bucketize, hash_int64, hash_strings
 from recsys_mtl.features.vocab import Vocabulary
 
 NULL_BUCKET = 0
+# id_map: managed: ids are hashed into [1, MANAGED_ID_SPACE) (null: 0), spread evenly so that TorchRec's
+# row-wise input distribution, which routes an id by the block of this space it falls in, balances ranks;
+# the managed-collision module then gives each admitted id its row (64-bit hashes: collisions only
+# among ~2**31 distinct ids)
+MANAGED_ID_SPACE = 2**62
 
 
 @dataclass
@@ -26,6 +31,9 @@ class IdColumn:
     nulls:   null ids seen (mapped to bucket 0)
     out_of_range: ids outside [0, num_embeddings-1) with ``id_map: identity``, or not in the
                   vocabulary with ``id_map: vocab`` (mapped to bucket 0)
+
+    With ``id_map: managed`` the values are hashed ids in [0, MANAGED_ID_SPACE) that the model's
+    managed-collision module maps to rows.
     """
 
     values: np.ndarray
@@ -54,6 +62,10 @@ def map_ids(feature: SparseFeature, array: pa.Array, vocab: Vocabulary | None = 
             raise ValueError(f"feature {feature.name!r} has id_map: vocab but no vocabulary was given")
         buckets = vocab.buckets(array)
         out_of_range = int((valid & (buckets == NULL_BUCKET)).sum())
+    elif feature.id_map == "managed":
+        n_buckets = MANAGED_ID_SPACE
+        ids = array.fill_null(0).to_numpy(zero_copy_only=False) if pa.types.is_integer(array.type) else None
+        buckets = bucketize(hash_strings(array) if ids is None else hash_int64(ids), n_buckets)
     elif pa.types.is_integer(array.type):
         ids = array.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         if feature.id_map == "identity":
@@ -89,9 +101,12 @@ def id_lists(feature: MultiHotFeature, column: pa.Array | pa.ChunkedArray, vocab
     return IdColumn(values, lengths, nulls, oor)
 
 
-def as_unknown(kjt: KeyedJaggedTensor, rate: float, rng: np.random.Generator) -> KeyedJaggedTensor:
-    """``kjt`` with each id replaced by the reserved bucket (an unknown id) with probability ``rate``:
-    training's share of unknown ids, so that row 0 learns what an unseen id predicts."""
+def as_unknown(kjt: KeyedJaggedTensor, rate: float, rng: np.random.Generator, keys: set[str]) -> KeyedJaggedTensor:
+    """``kjt`` with each id of the features ``keys`` replaced by the reserved bucket (an unknown id) with
+    probability ``rate``: training's share of unknown ids, so that row 0 learns what an unseen id predicts."""
     values = kjt.values().clone()  # [sum of lengths]
-    values[torch.from_numpy(rng.random(len(values)) < rate)] = NULL_BUCKET
+    of_keys = torch.repeat_interleave(  # [sum of lengths] whether each id belongs to one of ``keys``
+        torch.tensor([k in keys for k in kjt.keys()]), torch.tensor(kjt.length_per_key()), output_size=len(values)
+    )
+    values[torch.from_numpy(rng.random(len(values)) < rate) & of_keys] = NULL_BUCKET
     return KeyedJaggedTensor(keys=kjt.keys(), values=values, lengths=kjt.lengths(), stride=kjt.stride())

@@ -11,6 +11,7 @@ from torchrec.models.dlrm import InteractionArch
 
 from recsys_mtl.balancing.build import build_balancer
 from recsys_mtl.config import Config, ConfigError, MultiHotFeature
+from recsys_mtl.models.managed import build_managed
 from recsys_mtl.models.multitask import MultiTaskModel
 from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
 from recsys_mtl.modules.mlp import MLP
@@ -18,10 +19,13 @@ from recsys_mtl.modules.towers import Tower
 from recsys_mtl.tasks.train_module import MultiTaskTrainModule
 
 
-def table_configs(config: Config) -> list[EmbeddingBagConfig]:
-    """One EmbeddingBagConfig per table (features naming the same ``table`` share one)."""
+def table_configs(config: Config, managed: bool = False) -> list[EmbeddingBagConfig]:
+    """One EmbeddingBagConfig per table (features naming the same ``table`` share one): the tables of
+    ``id_map: managed`` features with ``managed``, the others without."""
     out = []
     for table, features in config.features.tables().items():
+        if (features[0].id_map == "managed") != managed:
+            continue
         pooling = next((f.pooling for f in features if isinstance(f, MultiHotFeature)), "sum")
         out.append(
             EmbeddingBagConfig(
@@ -49,12 +53,21 @@ def compute_dtype(precision: str) -> torch.dtype | None:
     return None
 
 
-def build_model(config: Config, device: torch.device | str = "meta") -> MultiTaskModel:
-    """The model with its EmbeddingBagCollection on ``device`` ("meta" for DistributedModelParallel;
-    "cpu" for an unsharded copy, e.g. to load a checkpoint at any world size)."""
+def embedding_order(config: Config) -> list[str]:
+    """The id features in the order their embeddings enter the network: the plain tables' features,
+    then the managed tables' (each table's features together, tables in order of first use)."""
+    return [name for managed in (False, True) for t in table_configs(config, managed) for name in t.feature_names]
+
+
+def build_model(config: Config, device: torch.device | str = "meta", world_size: int = 1) -> MultiTaskModel:
+    """The model with its embedding tables on ``device`` ("meta" for DistributedModelParallel over
+    ``world_size`` ranks; "cpu" for an unsharded copy, e.g. to load a checkpoint at any world size)."""
     m = config.model
     towers = [t.name for t in config.tasks]  # one tower per task, named by it
-    ebc = EmbeddingBagCollection(tables=table_configs(config), device=torch.device(device))
+    device = torch.device(device)
+    plain, managed = table_configs(config), table_configs(config, managed=True)
+    ebc = EmbeddingBagCollection(tables=plain, device=device) if plain else None
+    mc_ebc = build_managed(config, managed, device, world_size) if managed else None
     id_features = config.features.id_features
     interaction = None
     if config.uses_dot_interaction():
@@ -81,7 +94,9 @@ def build_model(config: Config, device: torch.device | str = "meta") -> MultiTas
             in_dim, list(m.hidden_dims), num, lambda i, o: MLP(i, [o], m.activation, m.dropout)
         )
     heads = nn.ModuleDict({name: Tower(backbone.out_dim, m.tower_dims, m.activation, m.dropout) for name in towers})
-    return MultiTaskModel(ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision))
+    return MultiTaskModel(
+        embedding_order(config), ebc, mc_ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision)
+    )
 
 
 def backbone_input_columns(config: Config) -> list[str]:
@@ -90,10 +105,12 @@ def backbone_input_columns(config: Config) -> list[str]:
     interaction ``<a>*<b>`` the pairwise dot products (torchrec's ``InteractionArch``: the upper triangle,
     row-major, over the dense projection then the id features). Warm start maps the columns of the
     layers that read ``x`` by these names when features are added or removed."""
-    id_features = config.features.id_features
-    names = [f"{f.name}[{k}]" for f in id_features for k in range(f.dim)]
+    dim_of = {f.name: f.dim for f in config.features.id_features}
+    order = embedding_order(config)
+    names = [f"{name}[{k}]" for name in order for k in range(dim_of[name])]
     if config.uses_dot_interaction():
-        vectors = ["dense", *(f.name for f in id_features)]
+        id_features = config.features.id_features
+        vectors = ["dense", *order]
         names += [f"dense[{k}]" for k in range(id_features[0].dim)]
         rows, cols = torch.triu_indices(len(vectors), len(vectors), offset=1).tolist()
         return names + [f"{vectors[i]}*{vectors[j]}" for i, j in zip(rows, cols, strict=True)]
@@ -103,11 +120,11 @@ def backbone_input_columns(config: Config) -> list[str]:
     return names + [f"dense:{f.name}" for f in config.features.dense]
 
 
-def build_train_module(config: Config, device: torch.device | str = "meta") -> MultiTaskTrainModule:
-    """The model with its task losses and the configured loss balancer (what training shards and
-    checkpoints)."""
+def build_train_module(config: Config, device: torch.device | str = "meta", world_size: int = 1) -> MultiTaskTrainModule:
+    """The model with its task losses and the configured loss balancer (what training shards over
+    ``world_size`` ranks, and checkpoints)."""
     tasks = config.task_specs()
-    model = build_model(config, device)
+    model = build_model(config, device, world_size)
     balancing = config.train.balancing
     if balancing.strategy == "gradnorm" and not model.last_shared_parameters():
         raise ConfigError(

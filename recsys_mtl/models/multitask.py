@@ -6,14 +6,18 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection
 from torchrec.models.dlrm import InteractionArch
+from torchrec.modules.mc_embedding_modules import ManagedCollisionEmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 
 class MultiTaskModel(nn.Module):
     """Returns ``{tower: [B] logits}``, one tower per task, named by the task.
 
-    The EmbeddingBagCollection is injected, built on the meta device, so that DistributedModelParallel
-    can shard it; probabilities and losses belong to ``recsys_mtl.tasks``, not to the model.
+    The embedding tables are injected, built on the meta device, so that DistributedModelParallel can
+    shard them: ``ebc`` holds the tables of hashed, identity and vocabulary ids, ``managed`` (TorchRec's
+    ManagedCollisionEmbeddingBagCollection) those of ``id_map: managed`` ids; either may be None when
+    no table is of its kind. Both read the same KJT, each its own keys. Probabilities and losses belong
+    to ``recsys_mtl.tasks``, not to the model.
 
     ``compute_dtype`` (optional, e.g. bfloat16) runs the backbone under autocast: on hardware with
     native bf16 its matrix products take less than half the time of float32 ones.
@@ -25,7 +29,9 @@ class MultiTaskModel(nn.Module):
 
     def __init__(
         self,
-        ebc: EmbeddingBagCollection,
+        feature_names: list[str],
+        ebc: EmbeddingBagCollection | None,
+        managed: ManagedCollisionEmbeddingBagCollection | None,
         dense_arch: nn.Module,
         backbone: nn.Module,
         towers: nn.ModuleDict,
@@ -37,8 +43,9 @@ class MultiTaskModel(nn.Module):
         self.compute_dtype = compute_dtype
         # the order in which embeddings enter the network; a sharded EBC returns its features in an
         # order that depends on the sharding plan, so they are gathered by name, never by position
-        self.feature_names: list[str] = [name for config in ebc.embedding_bag_configs() for name in config.feature_names]
+        self.feature_names = feature_names
         self.ebc = ebc
+        self.managed = managed
         self.dense_arch = dense_arch
         self.interaction = interaction
         self.backbone = backbone
@@ -58,7 +65,10 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(KJT with F keys and stride B, [B, Fd]) -> {tower: [B]}``"""
-        per_feature = self.ebc(sparse).to_dict()  # {feature: [B, D]}
+        per_feature = {} if self.ebc is None else self.ebc(sparse).to_dict()  # {feature: [B, D]}
+        if self.managed is not None:
+            pooled, _ = self.managed(sparse)  # (KeyedTensor, remapped ids: None, not asked for)
+            per_feature.update(pooled.to_dict())
         embedded = torch.cat([per_feature[name] for name in self.feature_names], dim=1)  # [B, F * D]
         dense_out = self.dense_arch(dense)  # [B, Dd] (Dd == D with the interaction)
         if self.interaction is None:

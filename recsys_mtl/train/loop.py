@@ -139,7 +139,7 @@ def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[D
     """
     # the same seed on every rank: dense parameters start identical (DDP also broadcasts them)
     torch.manual_seed(config.train.seed)
-    module = build_train_module(config, device="meta")
+    module = build_train_module(config, device="meta", world_size=env.world_size)
     plan = make_plan(module, config, env.device, env.world_size)
     with warnings.catch_warnings():
         # torchrec 1.8 itself passes DDP's deprecated broadcast_buffers; nothing to act on here
@@ -164,7 +164,7 @@ def train(config: Config, out: Path, resume: bool = False, init_from: Path | Non
 
 def _train(config: Config, out: Path, resume: bool, env: DistEnv, init_from: Path | None) -> dict[str, Any]:
     t = config.train
-    latest = check_out_dir(config, out, resume)  # reads only: a refused resume leaves the run as it was
+    latest = check_out_dir(config, out, resume, env.world_size)  # reads only: a refused resume leaves the run as it was
     _check_labels(config, env)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_mtl.config import Config, ConfigError
+from recsys_mtl.models.managed import managed_tables
 from recsys_mtl.train.checkpoint import latest_checkpoint, read_meta
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ def changed_keys(saved: dict[str, Any], config: Config) -> list[str]:
     )
 
 
-def check_out_dir(config: Config, out: Path, resume: bool) -> Path | None:
+def check_out_dir(config: Config, out: Path, resume: bool, world_size: int) -> Path | None:
     """The checkpoint to resume from (None: start from step 0), after checking that ``out`` may be
-    written by this job. Reads only: ``ConfigError`` leaves the run directory untouched."""
+    written by this job at ``world_size`` ranks. Reads only: ``ConfigError`` leaves the run directory
+    untouched."""
     latest = latest_checkpoint(Path(out) / "checkpoints")
     if latest is not None and not resume:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue it, or use a new --out")
@@ -76,7 +78,8 @@ def check_out_dir(config: Config, out: Path, resume: bool) -> Path | None:
         if resume:
             log.warning("--resume: no checkpoint under %s; starting from the beginning", Path(out) / "checkpoints")
         return None
-    saved = read_meta(latest).get("config")
+    meta = read_meta(latest)
+    saved = meta.get("config")
     if saved is None:
         raise ConfigError(f"{latest} records no config; it cannot be checked for --resume")
     differing = changed_keys(saved, config)
@@ -86,7 +89,15 @@ def check_out_dir(config: Config, out: Path, resume: bool) -> Path | None:
             f"--resume of {out}: the config differs from the one its checkpoint {latest.name} was trained with, in "
             f"{shown}. A resume continues the same training: resume with the run's own config ({out}/config.yaml; "
             "learning rates, tasks' weight and scale, train.max_steps, the log / eval / checkpoint cadence and data.eval "
-            "may change), or train the changed config into a new --out (starting it from this run's weights, warm "
-            "start, is not available yet). Nothing was written"
+            f"may change), or train the changed config into a new --out starting from this run's weights (--init-from {out}). "
+            "Nothing was written"
+        )
+    managed = managed_tables(config)
+    if managed and meta.get("world_size") != world_size:
+        raise ConfigError(
+            f"--resume of {out} on {world_size} rank(s): its checkpoint {latest.name} was written by {meta.get('world_size')}, "
+            f"and the managed-id tables {sorted(managed)} place each id on the rank its id routes to at that world size. "
+            f"Resume on {meta.get('world_size')} rank(s), or train into a new --out with --init-from {out} (which lays the "
+            "ids out for the new world size). Nothing was written"
         )
     return latest

@@ -22,6 +22,8 @@ from torchrec.distributed.planner.types import (
 from torchrec.distributed.types import ShardingPlan
 
 from recsys_mtl.config import Config, ConfigError
+from recsys_mtl.models.managed import managed_tables
+from recsys_mtl.train.managed_sharding import ManagedSharder
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ SHARDING_TYPES = {
 }
 
 
-def sharders(config: Config) -> list[EmbeddingBagCollectionSharder]:
+def sharders(config: Config) -> list[EmbeddingBagCollectionSharder | ManagedSharder]:
     t = config.train
     if t.embedding_optimizer == "adam":
         fused = {"optimizer": EmbOptimType.ADAM, "learning_rate": t.embedding_lr, "eps": 1e-8, "beta1": 0.9, "beta2": 0.999}
@@ -41,15 +43,22 @@ def sharders(config: Config) -> list[EmbeddingBagCollectionSharder]:
         fused = {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": t.embedding_lr, "eps": 1e-8}
     if t.weight_decay:
         fused["weight_decay"] = t.weight_decay
-    return [EmbeddingBagCollectionSharder(fused_params=fused)]
+    return [EmbeddingBagCollectionSharder(fused_params=fused), ManagedSharder(fused_params=fused)]
 
 
 def constraints(config: Config, device: torch.device) -> dict[str, ParameterConstraints]:
-    """Per table: the pinned type from ``train.sharding`` or the fused types this device supports."""
+    """Per table: the pinned type from ``train.sharding`` or the fused types this device supports
+    (managed tables: row-wise, the one sharding of TorchRec's managed-collision modules)."""
     allowed = SHARDING_TYPES["cuda" if device.type == "cuda" else "cpu"]
     out = {}
+    managed = managed_tables(config)
     for table in config.features.tables():
         pinned = config.train.sharding.get(table)
+        if table in managed:
+            if pinned not in (None, "row_wise"):
+                raise ConfigError(f"train.sharding.{table}: {pinned}; a table of id_map: managed ids is sharded row_wise only")
+            out[table] = ParameterConstraints(sharding_types=["row_wise"], compute_kernels=["fused"])
+            continue
         if pinned is not None and pinned != "data_parallel" and pinned not in allowed:
             raise ConfigError(
                 f"train.sharding.{table}: {pinned} is not available on {device.type} with torchrec 1.8; "

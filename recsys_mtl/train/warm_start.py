@@ -9,6 +9,9 @@ What carries over, tensor by tensor (the train module's state, keyed as in a che
 * a layer reading the backbone input (the first layer of each expert, each gate) when features were
   added or removed: the columns of the inputs both configs have, matched by name
   (``backbone_input_columns``: embedding components, dense projection, pairwise dots);
+* a table of ``id_map: managed`` ids: every admitted id with its row, eviction record and the table's
+  miss row, re-laid out for the new table size and world size (``models.managed.relayout``: each id on
+  the shard its hashed id routes to, the most recently or often seen kept when a shard has fewer rows);
 * a table whose dim changed, or whose features now map ids another way (``id_map``), is refused: its
   rows would mean something else;
 * everything else (a new feature's table and columns, a new task's tower, a layer whose shape changed
@@ -40,12 +43,14 @@ from recsys_mtl.config import Config, ConfigError, load_config
 from recsys_mtl.export.artifact import CONFIG, META, load_weights, resolve_model_path, verify
 from recsys_mtl.features.vocab import Vocabularies
 from recsys_mtl.models.builder import backbone_input_columns, build_train_module
+from recsys_mtl.models.managed import FREE, MODULES, WEIGHTS, managed_tables, relayout
 from recsys_mtl.train.distributed import on_main
 from recsys_mtl.train.run_dir import load_run
 
 log = logging.getLogger(__name__)
 
 TABLE = "model.ebc.embedding_bags."  # + "<table>.weight": the embedding tables in the train module's state
+MANAGED = "model.managed."  # + the managed tables' keys (``models.managed``)
 SUMMARY = "warm_start.json"
 
 
@@ -126,34 +131,64 @@ def _vocab_rows(source: Source, vocabs: Vocabularies | None, table: str, config:
     return new_rows, [0] + [int(j) + 1 for j in found if j == j]
 
 
+def _check_tables(source: Source, config: Config) -> None:
+    """Refuse a table both configs have whose dim or id mapping changed: its rows would mean other ids."""
+    old_maps, new_maps = _id_maps(source.config), _id_maps(config)
+    old_tables = source.config.features.tables()
+    for table, features in config.features.tables().items():
+        if table not in old_tables:
+            continue
+        old_dim, dim = old_tables[table][0].dim, features[0].dim
+        if old_dim != dim:
+            raise ConfigError(
+                f"--init-from: table {table!r} has dim {old_dim} in the source and {dim} here; its "
+                "rows cannot carry over (rename the table to start it fresh, or keep its dim)"
+            )
+        if old_maps[table] != new_maps[table]:
+            raise ConfigError(
+                f"--init-from: table {table!r} maps ids by {sorted(old_maps[table])} in the source and by "
+                f"{sorted(new_maps[table])} here; its rows would stand for other ids (rename the table to start it fresh)"
+            )
+
+
+def _managed(source: Source, config: Config, fresh: dict[str, torch.Tensor], world_size: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The managed tables the source has, re-laid out (``relayout``): their merged tensors by key, and a
+    summary line per table's weight."""
+    merged, lines = {}, {}
+    for table, features in managed_tables(config).items():
+        keys = {key[len(prefix):]: key for prefix in (f"{MANAGED}{MODULES}{table}.", f"{MANAGED}{WEIGHTS}{table}.") for key in fresh if key.startswith(prefix)}
+        if keys["weight"] not in source.state:
+            continue  # a new table: initialised
+        old = {name: source.state[key] for name, key in keys.items() if key in source.state}
+        state, kept = relayout(old, {name: fresh[key] for name, key in keys.items()}, features[0].managed_ids[0], world_size)
+        merged.update({keys[name]: value for name, value in state.items()})
+        admitted = int((old["_mch_sorted_raw_ids"] != FREE).sum())
+        rows = fresh[keys["weight"]].shape[0]
+        lines[keys["weight"]] = f"{kept} of {admitted} managed ids kept by id, {rows} rows over {world_size} rank(s)"
+    return merged, lines
+
+
 def merge(
-    source: Source, config: Config, fresh: dict[str, torch.Tensor], vocabs: Vocabularies | None = None
+    source: Source, config: Config, fresh: dict[str, torch.Tensor], vocabs: Vocabularies | None = None, world_size: int = 1
 ) -> tuple[dict[str, torch.Tensor], Summary]:
     """``fresh`` (the new run's initial state) with every tensor the source can give; what was kept,
     resized, new and dropped. ``vocabs``: the new run's vocabularies (rows of vocab tables follow their
-    ids). ``ConfigError`` for a table whose dim or id mapping changed."""
+    ids); ``world_size``: the ranks the new run shards its tables over (managed tables are laid out for
+    it). ``ConfigError`` for a table whose dim or id mapping changed."""
     summary = Summary(str(source.path))
-    old_maps, new_maps = _id_maps(source.config), _id_maps(config)
+    _check_tables(source, config)
     old_cols, new_cols = backbone_input_columns(source.config), backbone_input_columns(config)
-    merged = {}
+    merged, summary.resized = _managed(source, config, fresh, world_size)
     for key, init in fresh.items():
         old = source.state.get(key)
         table = key[len(TABLE):-len(".weight")] if key.startswith(TABLE) else None
+        if key in merged:
+            continue
         if old is None:
             merged[key] = init
             summary.new[key] = "not in the source: initialised"
             continue
         if table is not None:
-            if old.shape[1] != init.shape[1]:
-                raise ConfigError(
-                    f"--init-from: table {table!r} has dim {old.shape[1]} in the source and {init.shape[1]} here; its "
-                    "rows cannot carry over (rename the table to start it fresh, or keep its dim)"
-                )
-            if old_maps.get(table) != new_maps.get(table):
-                raise ConfigError(
-                    f"--init-from: table {table!r} maps ids by {sorted(old_maps.get(table, []))} in the source and by "
-                    f"{sorted(new_maps[table])} here; its rows would stand for other ids (rename the table to start it fresh)"
-                )
             merged[key] = init.clone()
             by_id = _vocab_rows(source, vocabs, table, config)
             if by_id is not None:
@@ -192,7 +227,8 @@ def warm_start(
     staged = out / ".warm_start.partial"
 
     def stage() -> Summary:
-        merged, summary = merge(read_source(source_path), config, build_train_module(config, "cpu").state_dict(), vocabs)
+        fresh = build_train_module(config, "cpu").state_dict()
+        merged, summary = merge(read_source(source_path), config, fresh, vocabs, dist.get_world_size())
         shutil.rmtree(staged, ignore_errors=True)
         dcp.save({"model": merged}, checkpoint_id=str(staged), no_dist=True)
         return summary

@@ -11,6 +11,7 @@ from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.features.sparse import NULL_BUCKET
+from tests.train.conftest import config_with
 
 
 def _processor(config) -> FeatureProcessor:
@@ -42,3 +43,16 @@ def test_evaluation_and_scoring_read_every_id_as_it_is(small_config):
     reader = BatchReader.from_config(small_config, "eval", _processor(small_config))
     assert reader.unknown_id_rate == 0.0
     assert not np.any([(v == NULL_BUCKET).any().item() for v in _values(reader)])
+
+
+def test_managed_ids_are_not_read_as_unknown(small_config_path):
+    """A managed table's unknown ids read its miss row, which the ids awaiting admission train; its ids
+    are left as they are (row 0 would be one more admitted id)."""
+    config = config_with(small_config_path, "features.sparse.0.id_map=managed", "features.sparse.0.num_embeddings=512")
+    processor = _processor(config)
+    plain = BatchReader.from_config(config, "train", processor, shuffle=False)
+    masked = BatchReader.from_config(config, "train", processor, shuffle=False, unknown_id_rate=0.5)
+    for before, after in zip(plain, masked, strict=True):
+        torch.testing.assert_close(after.sparse["user_id"].values(), before.sparse["user_id"].values(), rtol=0, atol=0)
+        item_ids = after.sparse["item_id"].values()
+        assert 0.4 < float((item_ids == NULL_BUCKET).float().mean()) < 0.6
