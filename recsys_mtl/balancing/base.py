@@ -54,10 +54,17 @@ class Balancer(nn.Module):
         """``[T] -> []`` the loss to back-propagate."""
         return (self.weights() * losses).sum()
 
-    def backward(self, losses: torch.Tensor, shared: SharedParameters) -> dict[str, Any]:
-        """Back-propagate ``losses`` (``[T]``, attached to the graph) once; update the strategy's own
-        state; return what it wants logged (floats or ``{task: float}``)."""
-        self.combine(losses).backward()
+    def total(self, losses: torch.Tensor, regulariser: torch.Tensor | None) -> torch.Tensor:
+        """``[T] -> []`` the combined task losses plus the backbone's own loss term, if any (added as
+        it is: a regulariser is not a task to balance)."""
+        combined = self.combine(losses)
+        return combined if regulariser is None else combined + regulariser
+
+    def backward(self, losses: torch.Tensor, shared: SharedParameters, regulariser: torch.Tensor | None = None) -> dict[str, Any]:
+        """Back-propagate ``losses`` (``[T]``, attached to the graph) and the backbone's ``regulariser``
+        (``[]`` or None) once; update the strategy's own state; return what it wants logged (floats or
+        ``{task: float}``)."""
+        self.total(losses, regulariser).backward()
         return {}
 
 

@@ -42,8 +42,8 @@ class DynamicWeightAverage(Balancer):
     def weights(self) -> torch.Tensor:
         return self.task_weights
 
-    def backward(self, losses: torch.Tensor, shared: SharedParameters) -> dict[str, Any]:
-        (self.task_weights * losses).sum().backward()
+    def backward(self, losses: torch.Tensor, shared: SharedParameters, regulariser: torch.Tensor | None = None) -> dict[str, Any]:
+        self.total(losses, regulariser).backward()
         self.observe(mean_over_ranks(losses.detach()))
         return {}
 

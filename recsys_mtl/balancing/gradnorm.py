@@ -59,11 +59,11 @@ class GradNorm(Balancer):
     def weights(self) -> torch.Tensor:
         return self.task_weights
 
-    def backward(self, losses: torch.Tensor, shared: SharedParameters) -> dict[str, Any]:
+    def backward(self, losses: torch.Tensor, shared: SharedParameters, regulariser: torch.Tensor | None = None) -> dict[str, Any]:
         if not shared.last:
             raise ValueError("gradnorm needs a layer shared by all tasks; this model has none (no hidden or dense layers)")
         norms = task_gradients(losses, shared.last, mean_over_ranks).norm(dim=1)  # [T]
-        (self.task_weights * losses).sum().backward()
+        self.total(losses, regulariser).backward()
         self.update(norms, mean_over_ranks(losses.detach()))
         return {"gradnorm_grad_norm": dict(zip(self.task_names, (self.task_weights * norms).tolist(), strict=True))}
 

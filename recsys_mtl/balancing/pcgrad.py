@@ -46,12 +46,14 @@ class PCGrad(Balancer):
         self.seed = seed
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def backward(self, losses: torch.Tensor, shared: SharedParameters) -> dict[str, Any]:
+    def backward(self, losses: torch.Tensor, shared: SharedParameters, regulariser: torch.Tensor | None = None) -> dict[str, Any]:
         weighted = self.initial_weights * losses  # [T]
         grads = task_gradients(weighted, shared.all, mean_over_ranks)  # [T, P]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps))
         surgery, conflicts = project_conflicting(grads, generator)
-        weighted.sum().backward()  # embeddings, towers; DDP all-reduces
+        if regulariser is not None:  # not a task: its gradient is added, never projected
+            surgery = surgery + task_gradients(regulariser[None], shared.all, mean_over_ranks)[0]
+        self.total(losses, regulariser).backward()  # embeddings, towers; DDP all-reduces
         offset = 0
         with torch.no_grad():
             for p in shared.all:

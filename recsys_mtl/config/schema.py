@@ -209,17 +209,29 @@ class DataConfig(Section):
 Dims = tuple[PositiveInt, ...]
 
 
+class GatingConfig(Section):
+    """Task- and domain-conditioned gating (PEPNet, Chang et al., KDD 2023): the embeddings entering the
+    backbone and every tower's hidden units are scaled by gates over the embeddings of
+    ``domain_features`` (e.g. the surface or scenario; id features) and, for the towers, a learned
+    ``task_dim``-wide embedding of each task; gates are ``gamma · sigmoid(...)``, 1 at the start."""
+
+    domain_features: tuple[str, ...] = Field(min_length=1, description="id features the gates are conditioned on")
+    task_dim: PositiveInt = 8
+    gamma: float = Field(default=2.0, gt=0.0)
+
+
 class ModelConfig(Section):
     """The network between the embeddings and the task towers (SPEC §1).
 
-    ``hidden_dims`` is the MLP of each expert (mmoe, ple), of the shared bottom (shared_bottom), or of
-    each task's column (cross_stitch). ``dense_dims`` is the MLP over the dense features before they
+    ``hidden_dims`` is the MLP of each expert (mmoe, ple, sparse_moe), of the shared bottom
+    (shared_bottom), or of each task's column (cross_stitch, sluice, soft_sharing). The backbones are
+    documented with their papers in ``recsys_mtl.modules``. ``dense_dims`` is the MLP over the dense features before they
     join the embeddings (empty: raw dense values). Empty ``hidden_dims``, ``tower_dims`` and
     ``dense_dims`` with ``shared_bottom`` and ``interaction: none`` make a logistic regression on
     the same features.
     """
 
-    backbone: Literal["shared_bottom", "mmoe", "ple", "cross_stitch"] = "mmoe"
+    backbone: Literal["shared_bottom", "mmoe", "ple", "cross_stitch", "sluice", "soft_sharing", "sparse_moe"] = "mmoe"
     interaction: Literal["auto", "dot", "none"] = Field(
         default="auto",
         description="dot: add DLRM-style pairwise dot products of the feature embeddings and the dense "
@@ -227,11 +239,22 @@ class ModelConfig(Section):
     )
     dense_dims: Dims = (64,)
     hidden_dims: Dims = (256, 128)
-    num_experts: PositiveInt = Field(default=4, description="mmoe: shared experts")
+    num_experts: PositiveInt = Field(default=4, description="mmoe, sparse_moe: shared experts")
+    moe_router: Literal["topk", "dselect"] = Field(default="topk", description="sparse_moe: noisy top-k or DSelect-k")
+    moe_top_k: PositiveInt = Field(default=2, description="sparse_moe: experts each task's router selects")
+    moe_balance: float = Field(default=1e-2, ge=0.0, description="sparse_moe topk: weight of the load-balancing loss")
+    sluice_subspaces: PositiveInt = Field(default=2, description="sluice: subspaces of each layer")
+    sluice_orthogonality: float = Field(default=0.1, ge=0.0, description="sluice: weight of the subspace orthogonality penalty")
+    soft_sharing_penalty: Literal["l2", "trace"] = Field(default="l2", description="soft_sharing: L2 distance or trace norm")
+    soft_sharing_strength: float = Field(default=1e-3, ge=0.0, description="soft_sharing: weight of the penalty")
     ple_levels: PositiveInt = Field(default=2, description="ple: stacked CGC levels")
     ple_shared_experts: PositiveInt = 2
     ple_task_experts: PositiveInt = 1
     tower_dims: Dims = (64,)
+    tower_transfer: Literal["none", "aitm"] = Field(
+        default="none", description="aitm: each funnel stage's tower (after: T) reads T's tower (Xi et al., KDD 2021)",
+    )
+    gating: GatingConfig | None = None
     activation: Literal["relu", "gelu", "silu"] = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -424,6 +447,21 @@ class Config(Section):
         unknown = sorted(set(self.train.sharding) - set(self.features.tables()))
         if unknown:
             raise ValueError(f"train.sharding names unknown tables {unknown}; tables: {list(self.features.tables())}")
+        m = self.model
+        if m.backbone == "sparse_moe" and m.moe_top_k > m.num_experts:
+            raise ValueError(f"model.moe_top_k={m.moe_top_k} must be at most model.num_experts={m.num_experts}")
+        if m.backbone == "sluice" and len(set(m.hidden_dims)) > 1:
+            raise ValueError(
+                f"model.backbone=sluice reads out a mix of its layers (β): model.hidden_dims must be equal, "
+                f"e.g. [{m.hidden_dims[-1]}, {m.hidden_dims[-1]}]; got {list(m.hidden_dims)}"
+            )
+        if m.tower_transfer == "aitm" and not any(t.after for t in self.tasks):
+            raise ValueError("model.tower_transfer=aitm transfers between funnel stages; no task has after: (use none)")
+        if m.gating is not None:
+            ids = [f.name for f in self.features.id_features]
+            unknown = sorted(set(m.gating.domain_features) - set(ids))
+            if unknown:
+                raise ValueError(f"model.gating.domain_features names {unknown}, not id features; id features: {ids}")
         if self.train.select is not None:
             tasks = {t.name: {"type": t.type, "after": t.after, "where": t.where} for t in self.tasks}
             check_select(self.train.select.metric, tasks, groups=self.group_key is not None, has_eval=self.data.eval is not None)

@@ -13,8 +13,13 @@ from recsys_mtl.balancing.build import build_balancer
 from recsys_mtl.config import Config, ConfigError, MultiHotFeature
 from recsys_mtl.models.managed import build_managed
 from recsys_mtl.models.multitask import MultiTaskModel
+from recsys_mtl.modules.aitm import AITM
 from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
+from recsys_mtl.modules.gating import DomainGating
 from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.sluice import Sluice
+from recsys_mtl.modules.soft_sharing import SoftSharing
+from recsys_mtl.modules.sparse_moe import SparseMoE
 from recsys_mtl.modules.towers import Tower
 from recsys_mtl.tasks.train_module import MultiTaskTrainModule
 
@@ -89,14 +94,38 @@ def build_model(config: Config, device: torch.device | str = "meta", world_size:
         backbone = MMoE(in_dim, make_expert, m.num_experts, num)
     elif m.backbone == "ple":
         backbone = PLE(in_dim, make_expert, num, m.ple_levels, m.ple_task_experts, m.ple_shared_experts)
+    elif m.backbone == "sparse_moe":
+        backbone = SparseMoE(in_dim, make_expert, m.num_experts, num, k=m.moe_top_k, router=m.moe_router, balance=m.moe_balance)
+    elif m.backbone == "soft_sharing":
+        backbone = SoftSharing(in_dim, make_expert, num, strength=m.soft_sharing_strength, penalty=m.soft_sharing_penalty)
     else:
-        backbone = CrossStitch(
-            in_dim, list(m.hidden_dims), num, lambda i, o: MLP(i, [o], m.activation, m.dropout)
-        )
-    heads = nn.ModuleDict({name: Tower(backbone.out_dim, m.tower_dims, m.activation, m.dropout) for name in towers})
+        layer = partial(_layer, activation=m.activation, dropout=m.dropout)
+        if m.backbone == "sluice":
+            backbone = Sluice(in_dim, list(m.hidden_dims), num, layer, subspaces=m.sluice_subspaces, orthogonality=m.sluice_orthogonality)
+        else:
+            backbone = CrossStitch(in_dim, list(m.hidden_dims), num, layer)
+    gating = None
+    if m.gating is not None:
+        dim_of = {f.name: f.dim for f in id_features}
+        domain_dim = sum(dim_of[name] for name in m.gating.domain_features)
+        embedding_dim = sum(f.dim for f in id_features)
+        gating = DomainGating(list(m.gating.domain_features), embedding_dim, domain_dim, num, m.gating.task_dim, m.gating.gamma)
+    condition_dim = gating.condition_dim if gating is not None else 0
+    heads = nn.ModuleDict({
+        name: Tower(backbone.out_dim, m.tower_dims, m.activation, m.dropout, condition_dim=condition_dim, gamma=m.gating.gamma if m.gating else 2.0)
+        for name in towers
+    })
+    transfer = None
+    if m.tower_transfer == "aitm":
+        transfer = AITM({t.name: t.after for t in config.tasks if t.after}, next(iter(heads.values())).out_dim)
     return MultiTaskModel(
-        embedding_order(config), ebc, mc_ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision)
+        embedding_order(config), ebc, mc_ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision), gating, transfer
     )
+
+
+def _layer(in_dim: int, out_dim: int, activation: str, dropout: float) -> MLP:
+    """One column layer of cross-stitch and sluice networks."""
+    return MLP(in_dim, [out_dim], activation, dropout)
 
 
 def backbone_input_columns(config: Config) -> list[str]:

@@ -9,6 +9,9 @@ from torchrec.models.dlrm import InteractionArch
 from torchrec.modules.mc_embedding_modules import ManagedCollisionEmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys_mtl.modules.aitm import AITM
+from recsys_mtl.modules.gating import DomainGating
+
 
 class MultiTaskModel(nn.Module):
     """Returns ``{tower: [B] logits}``, one tower per task, named by the task.
@@ -21,6 +24,10 @@ class MultiTaskModel(nn.Module):
 
     ``compute_dtype`` (optional, e.g. bfloat16) runs the backbone under autocast: on hardware with
     native bf16 its matrix products take less than half the time of float32 ones.
+
+    ``gating`` (optional, PEPNet) scales the embeddings and the towers' hidden units by gates
+    conditioned on the domain features' embeddings and each task's embedding; ``transfer`` (optional,
+    AITM) lets each funnel stage's tower read the stage above it.
 
     ``interaction`` (optional) is torchrec's DLRM InteractionArch: with it the backbone also sees the
     pairwise dot products of the F feature embeddings and the dense projection, which an MLP over
@@ -37,6 +44,8 @@ class MultiTaskModel(nn.Module):
         towers: nn.ModuleDict,
         interaction: InteractionArch | None = None,
         compute_dtype: torch.dtype | None = None,
+        gating: DomainGating | None = None,
+        transfer: AITM | None = None,
     ):
         super().__init__()
         # the backbone runs under autocast to this dtype (None: float32); the towers read float32
@@ -50,6 +59,8 @@ class MultiTaskModel(nn.Module):
         self.interaction = interaction
         self.backbone = backbone
         self.towers = towers
+        self.gating = gating
+        self.transfer = transfer
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The dense parameters below the towers (dense MLP and backbone): those several tasks' losses
@@ -70,6 +81,11 @@ class MultiTaskModel(nn.Module):
             pooled, _ = self.managed(sparse)  # (KeyedTensor, remapped ids: None, not asked for)
             per_feature.update(pooled.to_dict())
         embedded = torch.cat([per_feature[name] for name in self.feature_names], dim=1)  # [B, F * D]
+        conditions = None
+        if self.gating is not None:
+            domain = self.gating.domain(per_feature)  # [B, Dd]
+            embedded = self.gating.embeddings(embedded, domain)
+            conditions = self.gating.tasks(domain)  # [T, B, K + Dd]
         dense_out = self.dense_arch(dense)  # [B, Dd] (Dd == D with the interaction)
         if self.interaction is None:
             x = torch.cat([embedded, dense_out], dim=1)  # [B, Din]
@@ -82,4 +98,9 @@ class MultiTaskModel(nn.Module):
         with torch.autocast(device_type, dtype=self.compute_dtype or torch.float32, enabled=self.compute_dtype is not None):
             reps = self.backbone(x)  # [T, B, H]
         reps = reps.float()
-        return {name: tower(reps[i]) for i, (name, tower) in enumerate(self.towers.items())}
+        q = {
+            name: tower.hidden(reps[i], None if conditions is None else conditions[i])  # [B, Ht]
+            for i, (name, tower) in enumerate(self.towers.items())
+        }
+        z = q if self.transfer is None else self.transfer(q)
+        return {name: tower.head(z[name]).squeeze(-1) for name, tower in self.towers.items()}

@@ -3,7 +3,9 @@
 Each maps ``x: [B, Din]`` to one representation per task, stacked as ``[T, B, H]``, and exposes
 ``out_dim`` (H) and ``last_shared_layer()``: the last layers whose output every task reads (where
 GradNorm measures the tasks' gradient norms), ``[]`` when no layer is shared. Tasks are indexed
-0..T-1 in the order the model's towers are listed.
+0..T-1 in the order the model's towers are listed. ``regulariser()`` is the backbone's own loss term
+(a penalty on its parameters, or a routing loss of its last forward call), added to the step's one
+backward pass by the train module; None when it has none.
 """
 
 from __future__ import annotations
@@ -18,7 +20,20 @@ from recsys_mtl.modules.mlp import MLP
 ExpertFactory = Callable[[int], MLP]  # in_dim -> expert MLP
 
 
-class SharedBottom(nn.Module):
+class Backbone(nn.Module):
+    """The interface every backbone implements (see the module docstring)."""
+
+    out_dim: int
+
+    def last_shared_layer(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def regulariser(self) -> torch.Tensor | None:
+        """``[]`` the backbone's own loss term, attached to the graph; None without one."""
+        return None
+
+
+class SharedBottom(Backbone):
     """Hard parameter sharing: one MLP whose output every task uses."""
 
     def __init__(self, bottom: MLP, num_tasks: int):
@@ -36,7 +51,7 @@ class SharedBottom(nn.Module):
         return list(self.bottom.last_linear())
 
 
-class MMoE(nn.Module):
+class MMoE(Backbone):
     """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018): E shared experts, one softmax gate per task.
 
     With ``num_gates=1`` it is the one-gate MoE baseline of the paper (every task reads the same mix).
@@ -95,7 +110,7 @@ class CGCLayer(nn.Module):
         return torch.stack(outs), (weights * every).sum(dim=1)
 
 
-class PLE(nn.Module):
+class PLE(Backbone):
     """Progressive Layered Extraction: stacked CGC levels, task-specific and shared paths kept apart."""
 
     def __init__(self, in_dim: int, make_expert: ExpertFactory, num_tasks: int, levels: int, task_experts: int, shared_experts: int):
@@ -122,7 +137,7 @@ class PLE(nn.Module):
         return task_inputs
 
 
-class CrossStitch(nn.Module):
+class CrossStitch(Backbone):
     """Cross-stitch networks (Misra et al., 2016): one column per task; after every layer the columns'
     activations are mixed by a learned T x T matrix alpha (initialised near the identity)."""
 

@@ -16,6 +16,8 @@ class MLP(nn.Sequential):
     With empty ``dims`` it is the identity and ``out_dim == in_dim``.
     """
 
+    ACTIVATION_TYPES = tuple(ACTIVATIONS.values())  # a hidden layer ends at its activation
+
     def __init__(self, in_dim: int, dims: Sequence[int], activation: str = "relu", dropout: float = 0.0):
         layers: list[nn.Module] = []
         width = in_dim

@@ -10,6 +10,7 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from recsys_mtl.balancing import SharedParameters, gradient_report, mean_over_ranks, task_gradients
+from recsys_mtl.tasks.train_module import StepLosses
 from recsys_mtl.train.optim import TrainOptimizer
 
 
@@ -33,8 +34,10 @@ class BalancedTrainPipeline(TrainPipelineSparseDist):
         self.last_report: dict[str, Any] = {}
         self.nonfinite: list[str] = []  # tasks whose loss was not finite on the last step, on any rank
 
-    def _backward(self, losses: torch.Tensor) -> None:
-        self.nonfinite = nonfinite_tasks(losses, self.task_names)
+    def _backward(self, step: StepLosses) -> None:
+        losses, regulariser = step
+        terms = losses if regulariser is None else torch.cat([losses, regulariser.reshape(1)])
+        self.nonfinite = nonfinite_tasks(terms, [*self.task_names, "regulariser"][: len(terms)])
         if self.nonfinite:
             # no backward at all: the embedding update is fused into it, so a NaN loss would write NaN
             # into the looked-up rows; every rank agrees (the flags are all-reduced), so none waits
@@ -43,7 +46,9 @@ class BalancedTrainPipeline(TrainPipelineSparseDist):
         report: dict[str, Any] = {}
         if self.report_gradients and self.shared.all:
             report.update(gradient_report(task_gradients(losses, self.shared.all, mean_over_ranks), self.task_names))
-        report.update(self.balancer.backward(losses, self.shared))
+        report.update(self.balancer.backward(losses, self.shared, regulariser))
+        if regulariser is not None:
+            report["regulariser"] = float(regulariser.detach())
         self.last_report = report
 
     def _optimizer_step(self) -> None:

@@ -184,3 +184,30 @@ def test_pcgrad_writes_the_projected_gradient_to_the_shared_parameters_only():
     torch.testing.assert_close(written, expected)
     for p, g in zip(heads, plain, strict=True):  # the task-specific heads keep the ordinary gradient
         torch.testing.assert_close(p.grad, g)
+
+
+def test_every_strategy_adds_the_backbones_regulariser_to_its_one_backward_unweighted():
+    """A backbone's own loss term (e.g. a penalty on the shared layer) reaches the shared gradients as
+    it is, whatever the strategy: not weighted as a task, not projected by PCGrad."""
+    tasks = [CTR, WATCH]
+    for balancer in (FixedWeights(tasks), UncertaintyWeighting(tasks), GradNorm(tasks, alpha=1.5, lr=0.025), DynamicWeightAverage(tasks, window_steps=10, temperature=2.0), PCGrad(tasks)):
+        torch.manual_seed(0)
+        model = TwoHeads()
+        x = torch.randn(32, 8)
+        losses = torch.stack([(p**2).mean() for p in model(x)])
+        without = [g.clone() for g in torch.autograd.grad(balancer.total(losses, None), model.shared.parameters(), retain_graph=True)]
+        if isinstance(balancer, PCGrad):  # its shared gradient is the projected sum, not the plain one
+            without = [g.clone() for g in _pcgrad_shared(balancer, losses, model)]
+        penalty = 0.5 * model.shared.weight.pow(2).sum()  # d/dW = W
+        balancer.backward(losses, model.parts(), penalty)
+        torch.testing.assert_close(model.shared.weight.grad, without[0] + model.shared.weight.detach(), msg=type(balancer).__name__)
+        torch.testing.assert_close(model.shared.bias.grad, without[1], msg=type(balancer).__name__)
+
+
+def _pcgrad_shared(balancer: PCGrad, losses: torch.Tensor, model: TwoHeads) -> list[torch.Tensor]:
+    """PCGrad's projected shared gradient for ``losses``, without touching ``.grad``."""
+    grads = task_gradients(balancer.initial_weights * losses, list(model.shared.parameters()), identity)
+    generator = torch.Generator().manual_seed(balancer.seed * 1_000_003 + int(balancer.steps))
+    surgery, _ = project_conflicting(grads, generator)
+    weight = model.shared.weight
+    return [surgery[: weight.numel()].view_as(weight), surgery[weight.numel():]]

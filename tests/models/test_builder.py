@@ -34,13 +34,15 @@ def batch(small_config):
     return make_batch(small_config)
 
 
-@pytest.mark.parametrize("backbone", ["shared_bottom", "mmoe", "ple", "cross_stitch"])
+@pytest.mark.parametrize("backbone", ["shared_bottom", "mmoe", "ple", "cross_stitch", "sluice", "soft_sharing", "sparse_moe"])
 @pytest.mark.parametrize("interaction", ["dot", "none"])
 def test_every_backbone_trains_end_to_end_with_stated_shapes(small_config, batch, backbone, interaction):
-    config = cfg(small_config, model__backbone=backbone, model__interaction=interaction)
+    hidden = [32, 32] if backbone == "sluice" else [32, 16]  # sluice mixes its layers: equal widths
+    config = cfg(small_config, model__backbone=backbone, model__interaction=interaction, model__hidden_dims=hidden)
     module = build_train_module(config, "cpu")
-    task_losses, (losses, logits) = module(batch)
-    loss = module.balancer.combine(task_losses)
+    step, (losses, logits) = module(batch)
+    assert (step.regulariser is None) == (backbone not in ("sluice", "soft_sharing", "sparse_moe"))
+    loss = module.balancer.total(*step)
     assert set(logits) == set(losses) == {"click", "conversion", "watch_time"}  # one tower per task
     assert all(v.shape == (64,) for v in logits.values())
     loss.backward()

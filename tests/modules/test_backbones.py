@@ -7,6 +7,9 @@ import torch
 
 from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
 from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.sluice import Sluice
+from recsys_mtl.modules.soft_sharing import SoftSharing
+from recsys_mtl.modules.sparse_moe import SparseMoE
 
 B, DIN, T = 32, 24, 3
 make_expert = partial(MLP, dims=[16, 8])
@@ -19,6 +22,11 @@ def backbones():
         "moe_one_gate": MMoE(DIN, make_expert, num_experts=4, num_tasks=T, num_gates=1),
         "ple": PLE(DIN, make_expert, T, levels=2, task_experts=1, shared_experts=2),
         "cross_stitch": CrossStitch(DIN, [16, 8], T, lambda i, o: MLP(i, [o])),
+        "sluice": Sluice(DIN, [8, 8], T, lambda i, o: MLP(i, [o])),
+        "soft_sharing": SoftSharing(DIN, make_expert, T),
+        # training mode, so the top-k noise is on and its router gets a gradient through the kept logits
+        "sparse_moe": SparseMoE(DIN, make_expert, num_experts=4, num_tasks=T, k=2, router="topk"),
+        "dselect": SparseMoE(DIN, make_expert, num_experts=4, num_tasks=T, k=2, router="dselect"),
     }
 
 

@@ -32,7 +32,7 @@ def sharded(small_config):
         stats = DenseStats.compute(small_config.features.dense, source.iter_tables([f.name for f in small_config.features.dense]))
         batch = next(iter(BatchReader(source, FeatureProcessor(small_config, stats), batch_size=64)))
         losses, _ = model(batch)
-        model.module.balancer.combine(losses).backward()
+        model.module.balancer.total(*losses).backward()
         optimizer.step()
         yield model, optimizer
     finally:
