@@ -25,6 +25,15 @@ def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
     return t / dist.get_world_size()
 
 
+def from_rank0(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as rank 0 has it (``t`` itself in a single process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return t
+    t = t.detach().clone()
+    dist.broadcast(t, src=0)
+    return t
+
+
 @dataclass(frozen=True)
 class SharedParameters:
     """What gradient-based strategies differentiate: ``all`` the dense parameters below the towers,

@@ -37,3 +37,17 @@ def gradient_report(grads: torch.Tensor, names: list[str]) -> dict[str, dict[str
         for i, j in combinations(range(len(names)), 2)
     }
     return {"task_grad_norm": {n: float(v) for n, v in zip(names, norms, strict=True)}, "task_grad_cosine": cosines}
+
+
+@torch.no_grad()
+def add_to_grads(params: list[nn.Parameter], delta: torch.Tensor) -> None:
+    """Add the flat ``[P]`` ``delta`` to the ``.grad`` of ``params`` in place (DDP's gradients are views
+    into its buckets)."""
+    offset = 0
+    for p in params:
+        part = delta[offset : offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+        if p.grad is None:
+            p.grad = part.clone()
+        else:
+            p.grad.add_(part)

@@ -332,19 +332,58 @@ class BalancingConfig(Section):
     * ``dwa``: Dynamic Weight Average, Liu et al. (2019): weights from the ratio of each task's mean
       loss over the last two windows of ``dwa_window_steps`` steps, softmax at ``dwa_temperature``;
     * ``pcgrad``: Yu et al. (2020), each task's gradient on the shared dense parameters loses its
-      component along any other task's gradient it conflicts with (negative inner product).
+      component along any other task's gradient it conflicts with (negative inner product);
+    * ``metabalance``: He et al. (2022), per shared tensor each auxiliary task's gradient is rescaled
+      towards the ``metabalance_target`` task's (moving-average) gradient norm, relaxed by
+      ``metabalance_relax``, averaged with ``metabalance_beta``;
+    * ``dst``: Dropped Scheduled Task, Malhotra et al. (2023): each step every task is kept with a
+      probability from its funnel depth, its share of labels (``dst_label_counts``), the training
+      progress (``dst_progress_steps``) and the stagnation of its loss (``dst_window_steps``), mixed by
+      ``dst_metric_weights`` above the floor ``dst_min_prob``; dropped tasks add nothing that step;
+    * ``gradvac``: Gradient Vaccine, Wang et al. (2021): PCGrad with adaptive cosine goals, an EMA
+      (``gradvac_beta``) of each pair's observed gradient cosine (0: PCGrad);
+    * ``cagrad``: Liu et al. (2021), the update within ``cagrad_c``·‖mean gradient‖ of the mean
+      gradient that most improves the worst task (0: the plain weighted sum).
+
+    ``metabalance``, ``gradvac`` and ``cagrad`` change the gradient of the shared dense parameters only;
+    the embeddings and the towers get the ordinary gradient of the weighted sum.
     """
 
-    strategy: Literal["fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"] = "fixed"
+    strategy: Literal["fixed", "uncertainty", "gradnorm", "dwa", "pcgrad", "metabalance", "dst", "gradvac", "cagrad"] = "fixed"
     gradnorm_alpha: float = Field(default=1.5, ge=0.0, description="gradnorm: restoring-force strength")
     gradnorm_lr: float = Field(default=0.01, gt=0.0, description="gradnorm: Adam step size of the weights")
     dwa_temperature: float = Field(default=2.0, gt=0.0, description="dwa: softmax temperature T")
     dwa_window_steps: PositiveInt = Field(default=100, description="dwa: steps averaged per loss window")
+    metabalance_target: str | None = Field(
+        default=None, description="metabalance: the target task (its gradient magnitude is kept); null: the first task"
+    )
+    metabalance_relax: float = Field(default=0.7, ge=0.0, le=1.0, description="metabalance: relax factor r (0: plain sum)")
+    metabalance_beta: float = Field(default=0.9, ge=0.0, lt=1.0, description="metabalance: moving-average factor of the norms")
+    dst_min_prob: float = Field(default=0.5, ge=0.0, le=1.0, description="dst: the lowest keep probability (1: never drop)")
+    dst_metric_weights: tuple[float, float, float, float] = Field(
+        default=(0.25, 0.25, 0.25, 0.25),
+        description="dst: how the depth, labels, progress and stagnancy metrics are mixed (normalised to sum 1)",
+    )
+    dst_progress_steps: PositiveInt = Field(default=10_000, description="dst: steps over which the progress metric rises to 1")
+    dst_window_steps: PositiveInt = Field(default=100, description="dst: steps per loss window of the stagnancy metric")
+    dst_label_counts: dict[str, float] = Field(
+        default_factory=dict, description="dst: relative number of labelled examples per task (missing: 1)"
+    )
+    gradvac_beta: float = Field(default=0.5, ge=0.0, le=1.0, description="gradvac: EMA factor of the cosine goals (0: pcgrad)")
+    cagrad_c: float = Field(default=0.5, ge=0.0, description="cagrad: radius of the ball around the mean gradient (0: plain sum)")
     log_gradients: bool = Field(
         default=True,
         description="log per-task gradient norms and pairwise cosines on the shared dense parameters at "
         "every log interval (one extra gradient pass per task on those steps)",
     )
+
+    @model_validator(mode="after")
+    def _check_dst(self) -> BalancingConfig:
+        if any(w < 0 for w in self.dst_metric_weights) or sum(self.dst_metric_weights) <= 0:
+            raise ValueError(f"dst_metric_weights must be >= 0 with a positive sum, got {list(self.dst_metric_weights)}")
+        if any(not v > 0 for v in self.dst_label_counts.values()):
+            raise ValueError(f"dst_label_counts must be positive, got {self.dst_label_counts}")
+        return self
 
 
 class SelectConfig(Section):

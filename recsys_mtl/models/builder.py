@@ -160,6 +160,5 @@ def build_train_module(config: Config, device: torch.device | str = "meta", worl
             "train.balancing.strategy=gradnorm needs a layer every task reads; this model has no hidden or "
             "dense layers (set model.hidden_dims or model.dense_dims, or pick another strategy)"
         )
-    if balancing.strategy == "pcgrad" and not model.shared_parameters():
-        raise ConfigError("train.balancing.strategy=pcgrad needs shared dense parameters; this model has none")
-    return MultiTaskTrainModule(model, tasks, build_balancer(balancing, tasks, config.train.seed))
+    balancer = build_balancer(balancing, tasks, config.train.seed, len(model.shared_parameters()))
+    return MultiTaskTrainModule(model, tasks, balancer)

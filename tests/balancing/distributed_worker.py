@@ -25,7 +25,7 @@ from recsys_mtl.train.distributed import init_distributed, shutdown
 from recsys_mtl.train.loop import build_sharded
 from recsys_mtl.train.pipeline import BalancedTrainPipeline
 
-STRATEGIES = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
+STRATEGIES = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad", "metabalance", "dst", "gradvac", "cagrad")
 
 
 def count_embedding_backwards(model: torch.nn.Module) -> tuple[dict[str, int], list[SplitTableBatchedEmbeddingBagsCodegen]]:

@@ -10,7 +10,8 @@ import sys
 from tests.train.conftest import ROOT, check
 
 STEPS = 6
-SMALL = ["data.batch_size=256", "model.hidden_dims=[32,16]", "model.tower_dims=[16]", "train.balancing.dwa_window_steps=2"]
+SMALL = ["data.batch_size=256", "model.hidden_dims=[32,16]", "model.tower_dims=[16]", "train.balancing.dwa_window_steps=2",
+         "train.balancing.dst_min_prob=0.3", "train.balancing.dst_window_steps=2"]
 
 
 def test_each_strategy_updates_embeddings_once_per_step_and_ranks_agree(small_config_path, tmp_path):
@@ -39,7 +40,15 @@ def test_each_strategy_updates_embeddings_once_per_step_and_ranks_agree(small_co
         assert mine["reports"] == theirs["reports"], strategy  # the diagnostics are global numbers too
         if strategy in ("uncertainty", "gradnorm", "dwa"):
             assert mine["weights"] != mine["initial_weights"], f"{strategy} never moved its weights"
+        elif strategy == "dst":  # this step's kept tasks have their weight, the dropped ones 0
+            assert all(w in (0.0, w0) for w, w0 in zip(mine["weights"], mine["initial_weights"], strict=True))
         else:
             assert mine["weights"] == mine["initial_weights"], strategy
     assert any(r.get("pcgrad_conflicts", 0) >= 0 for r in rank0["pcgrad"]["reports"])
     assert all("gradnorm_grad_norm" in r for r in rank0["gradnorm"]["reports"])
+    # the masks drawn (identical on both ranks: the reports are compared above) did drop tasks
+    kept = [r["dst_kept"] for r in rank0["dst"]["reports"]]
+    assert len(kept) == STEPS and any(0.0 in k.values() for k in kept), kept
+    assert all(set(r["cagrad_coefficients"]) == {"click", "conversion", "watch_time"} for r in rank0["cagrad"]["reports"])
+    assert all("gradvac_coefficients" in r for r in rank0["gradvac"]["reports"])
+    assert any(s > 0 for s in rank0["metabalance"]["state"]["norm_averages"][1])
