@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from recsys_mtl.balancing.base import Balancer, SharedParameters, mean_over_ranks
-from recsys_mtl.balancing.gradients import task_gradients
+from recsys_mtl.balancing.gradients import add_to_grads, task_gradients
 from recsys_mtl.tasks.graph import TaskSpec
 
 
@@ -51,17 +51,9 @@ class PCGrad(Balancer):
         grads = task_gradients(weighted, shared.all, mean_over_ranks)  # [T, P]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps))
         surgery, conflicts = project_conflicting(grads, generator)
-        if regulariser is not None:  # not a task: its gradient is added, never projected
-            surgery = surgery + task_gradients(regulariser[None], shared.all, mean_over_ranks)[0]
         self.total(losses, regulariser).backward()  # embeddings, towers; DDP all-reduces
-        offset = 0
-        with torch.no_grad():
-            for p in shared.all:
-                part = surgery[offset : offset + p.numel()].view_as(p)
-                offset += p.numel()
-                if p.grad is None:
-                    p.grad = part.clone()
-                else:
-                    p.grad.copy_(part)  # in place: DDP's gradients are views into its buckets
+        # the shared gradients' plain sum becomes the projected one; a regulariser's gradient, not a
+        # task's, stays in them unprojected
+        add_to_grads(shared.all, surgery - grads.sum(dim=0))
         self.steps += 1
         return {"pcgrad_conflicts": conflicts}
