@@ -1,5 +1,6 @@
 """Typed configuration: schema, YAML loading, ``key=value`` overrides, validation, saving."""
 
+from recsys_mtl.config.features import DenseFeature, FeaturesConfig, MultiHotFeature, SparseFeature
 from recsys_mtl.config.load import (
     ConfigError,
     apply_overrides,
@@ -13,12 +14,8 @@ from recsys_mtl.config.schema import (
     BalancingConfig,
     Config,
     DataConfig,
-    DenseFeature,
-    FeaturesConfig,
     ModelConfig,
-    MultiHotFeature,
     RankingConfig,
-    SparseFeature,
     TaskConfig,
     TrainConfig,
 )

@@ -11,7 +11,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from recsys_mtl.config import apply_overrides
 from recsys_mtl.config.load import read_mapping, validate_section
-from recsys_mtl.config.schema import Section
+from recsys_mtl.config.section import Section
 
 
 class GenerateStage(Section):
