@@ -134,7 +134,8 @@ def test_checkpoints_reshard_from_two_ranks_to_one_and_back(small_config_path, t
 )
 def test_shipped_configs_train_a_few_steps(small_data, tmp_path, config_file):
     data = [f"data.train={small_data / 'train'}", f"data.eval={small_data / 'test'}"]
-    result = check(cli("train", "--config", str(ROOT / config_file), "--out", str(tmp_path / "run"), *data, *SMALL, "train.max_steps=3"))
+    small = [*SMALL, "model.hidden_dims=[16,16]"]  # equal widths: every backbone takes them (sluice needs them)
+    result = check(cli("train", "--config", str(ROOT / config_file), "--out", str(tmp_path / "run"), *data, *small, "train.max_steps=3"))
     assert "3 steps on 1 rank(s)" in result.stdout
     assert (tmp_path / "run" / "metrics.json").is_file()
 
