@@ -254,26 +254,3 @@ def test_dst_config_checks_its_keys():
         BalancingConfig(strategy="dst", dst_metric_weights=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(ConfigError, match="dst_label_counts.*'like'"):
         build_balancer(BalancingConfig(strategy="dst", dst_label_counts={"like": 2.0}), TASKS)
-
-
-@pytest.mark.parametrize("strategy", ["dst"])  # metabalance's and gradvac's state round trips are tested above
-def test_a_run_stopped_and_resumed_matches_an_uninterrupted_one(small_config_path, tmp_path, strategy):
-    """The strategy's state (loss windows and step) is checkpointed: the resumed run draws the same
-    masks and ends bit-identical."""
-    from tests.train.conftest import check, cli, config_with, train_log, weights
-
-    args = [
-        "data.batch_size=256", "model.hidden_dims=[32,16]", "model.tower_dims=[16]", "train.log_every_steps=5",
-        "train.checkpoint_every_steps=10", f"train.balancing.strategy={strategy}", "train.balancing.dst_min_prob=0.3",
-        "train.balancing.dst_window_steps=3",
-    ]
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    check(cli("train", "--config", str(small_config_path), "--out", str(straight), *args))
-    check(cli("train", "--config", str(small_config_path), "--out", str(stopped), *args, "train.max_steps=10"))
-    check(cli("train", "--config", str(small_config_path), "--out", str(stopped), "--resume", *args))
-    assert train_log(stopped)[-1]["task_weights"] == train_log(straight)[-1]["task_weights"]
-    config = config_with(small_config_path, *args)
-    a, b = weights(straight / "checkpoints", config), weights(stopped / "checkpoints", config)
-    assert any(name.startswith("balancer.") and name != "balancer.initial_weights" for name in a)
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)

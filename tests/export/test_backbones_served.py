@@ -23,8 +23,8 @@ ARCHITECTURES = {
     "soft_sharing": ["model.backbone=soft_sharing", "model.hidden_dims=[16]", "model.soft_sharing_penalty=trace"],
     "sparse_moe": ["model.backbone=sparse_moe", "model.hidden_dims=[16]", "model.num_experts=8", "model.moe_top_k=2"],
     "dselect": ["model.backbone=sparse_moe", "model.hidden_dims=[16]", "model.moe_router=dselect"],
-    "pepnet_gating": ["model.hidden_dims=[16]", "model.gating={domain_features: [device, hour]}"],
-    "aitm": ["model.hidden_dims=[16]", "model.tower_transfer=aitm"],
+    # the two compositions together, on the default backbone
+    "pepnet_gating+aitm": ["model.hidden_dims=[16]", "model.gating={domain_features: [device, hour]}", "model.tower_transfer=aitm"],
 }
 
 
