@@ -143,7 +143,19 @@ class SparseMoE(Backbone):
         probs = torch.softmax(logits, dim=-1).mean(1)  # [T, E]: P_e
         chosen = torch.zeros_like(probs).scatter_add(1, idx.reshape(self.num_tasks, -1), torch.ones_like(top).reshape(self.num_tasks, -1))
         fraction = chosen / (batch * self.k)  # [T, E]: f_e
-        return out, self.balance * num_experts * (fraction * probs).sum(-1).mean()
+        balance = self.balance * num_experts * (fraction * probs).sum(-1).mean()
+        return out, balance + self._idle([e for e in range(num_experts) if counts[e] == 0])
+
+    def _idle(self, experts: list[int]) -> torch.Tensor:
+        """``[]`` an exact zero that depends on every parameter of ``experts`` (those no row used this
+        step): under DistributedDataParallel with a static graph, as DistributedModelParallel wraps the
+        dense part, every parameter must receive a gradient every step, so an expert left idle gets a
+        zero one instead of none."""
+        zero = next(self.parameters()).new_zeros(())
+        for e in experts:
+            for p in self.experts[e].parameters():
+                zero = zero + 0.0 * p.sum()
+        return zero
 
     def selector_outputs(self) -> torch.Tensor:
         """``[T, k, E]`` the single-expert selectors r(z) over the E reachable experts."""
@@ -168,7 +180,7 @@ class SparseMoE(Backbone):
             out = x.new_zeros(self.num_tasks, x.shape[0], self.out_dim)
         if not self.training:
             return out, None
-        terms = []
+        terms = [self._idle([e for e in range(self.num_experts) if e not in active])] if len(active) < self.num_experts else []
         if self.entropy_reg > 0:
             terms.append(-self.entropy_reg * (selectors * torch.log(selectors + _EPS)).sum())
         if self.num_experts & (self.num_experts - 1):  # not a power of 2: keep mass on reachable codes

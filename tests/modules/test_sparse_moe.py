@@ -74,18 +74,27 @@ def test_a_row_chosen_by_two_tasks_runs_through_the_expert_once():
     assert sum(len(torch.cat(calls)) for calls in seen if calls) == sum(per_row) <= B * min(3 * 2, E)
 
 
-def test_gradients_reach_routers_and_selected_experts_only():
+@pytest.mark.parametrize("router", ["topk", "dselect"])
+def test_gradients_reach_routers_and_selected_experts_and_idle_experts_get_zeros(router):
+    """Idle experts get an exact zero gradient, not none: DistributedModelParallel wraps the dense part
+    in DDP with a static graph, which fails when a parameter gets no gradient (seen at E = 64)."""
     torch.manual_seed(3)
-    net = SparseMoE(DIN, make_expert, num_experts=8, num_tasks=1, k=2, noise=True)
+    net = SparseMoE(DIN, make_expert, num_experts=8, num_tasks=1, k=2, noise=True, router=router)
+    if router == "dselect":
+        with torch.no_grad():
+            net.z_logits.copy_(torch.where(torch.rand_like(net.z_logits) > 0.5, 5.0, -5.0))  # saturated: <= 2 experts
     seen = record_rows(net)
     out = net(torch.randn(3, DIN))  # 3 rows x 2 slots: at most 6 of the 8 experts are chosen
     (out.square().mean() + net.regulariser()).backward()
-    for layers in (net.routers, net.noise_routers):
-        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers.parameters())
+    if router == "topk":
+        for layers in (net.routers, net.noise_routers):
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers.parameters())
     ran = {e for e, calls in enumerate(seen) if calls}
-    with_grad = {e for e, expert in enumerate(net.experts) if expert[0].weight.grad is not None}
-    assert 2 <= len(ran) <= 6 and with_grad == ran
-    assert all(p.grad.abs().sum() > 0 for e in ran for p in net.experts[e].parameters())
+    assert 1 <= len(ran) <= 6
+    for e, expert in enumerate(net.experts):
+        for p in expert.parameters():
+            assert p.grad is not None, (e, "every parameter gets a gradient")
+            assert (p.grad.abs().sum() > 0) == (e in ran), e
 
 
 def test_k_is_validated():
