@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from bench.experiments.daily_stream import cli
 from recsys_mtl.features.sparse import NULL_BUCKET, map_ids
 from recsys_mtl.models.managed import FREE
-from recsys_mtl.train.run_dir import load_run
+from recsys_mtl.train.run_dir import LoadedRun, load_run
 
 OVERRIDES = ["model.hidden_dims=[64,32]", "train.epochs=1"]
 ARMS = ("hash", "vocab", "managed")
@@ -44,10 +44,9 @@ def arm_overrides(arm: str, rows: dict[str, int]) -> list[str]:
     return out
 
 
-def placement(run: Path, arm: str, name: str, seen: np.ndarray, test: np.ndarray) -> dict[str, float]:
+def placement(loaded: LoadedRun, arm: str, name: str, seen: np.ndarray, test: np.ndarray) -> dict[str, float]:
     """Shares of the ``test`` rows' ids (of feature ``name``) on a row of their own, on a row shared
     with another id of ``seen`` (the ids trained on so far) or the test, and on the unknown row."""
-    loaded = load_run(run)
     feature = next(f for f in loaded.config.features.id_features if f.name == name)
     if arm == "managed":
         module = loaded.module.model.managed._managed_collision_collection._managed_collision_modules[feature.table_name]
@@ -100,8 +99,9 @@ def main() -> None:
                 metrics = json.loads((out / "metrics.json").read_text())["metrics"]
                 result = {"arm": arm, "day": day, "click auc": metrics["click"]["auc"], "conversion auc": metrics["conversion"]["auc"],
                           "seconds": float((out / "wall_seconds").read_text())}
+                loaded = load_run(out)  # once per run: both id features are read from it
                 for name in IDS:
-                    for where, share in placement(out, arm, name, np.concatenate(seen[name]), test_ids[name]).items():
+                    for where, share in placement(loaded, arm, name, np.concatenate(seen[name]), test_ids[name]).items():
                         result[f"{name} {where}"] = share
                 results.append(result)
                 print(f"day {day} {arm}: {result}", file=sys.stderr, flush=True)

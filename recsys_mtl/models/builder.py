@@ -61,7 +61,8 @@ def compute_dtype(precision: str) -> torch.dtype | None:
 def embedding_order(config: Config) -> list[str]:
     """The id features in the order their embeddings enter the network: the plain tables' features,
     then the managed tables' (each table's features together, tables in order of first use)."""
-    return [name for managed in (False, True) for t in table_configs(config, managed) for name in t.feature_names]
+    tables = config.features.tables().values()
+    return [f.name for managed in (False, True) for fs in tables if (fs[0].id_map == "managed") == managed for f in fs]
 
 
 def build_model(config: Config, device: torch.device | str = "meta", world_size: int = 1) -> MultiTaskModel:
