@@ -1,15 +1,16 @@
 """Cost per sample of the sparse top-k MoE backbone against dense MMoE as the expert count E grows.
 
-Both backbones get the same experts (MLP 256 -> 256 -> 128, ReLU), T=2 tasks and the same random
+Both backbones get the same experts (256 -> 256 -> 128, ReLU, one batched bank), T=2 tasks and the same random
 float32 batch on the CPU with 2 threads; each step is forward + backward of ``sum_t mean(out_t^2)`` (plus
 the sparse backbone's load-balancing loss, as the trainer adds it), in training mode (routing noise on).
 After a few warm-up steps (and, once, an untimed pass over the first configuration, for the
 thread pool and allocator) a fixed number of steps is timed; the rate is the batch over the median step
 time. MMoE runs every expert on every row, so its cost per sample grows ~linearly with E; SparseMoE
 (top-k, k=2) runs each row through the distinct experts its tasks chose (at most k*T = 4), so its cost
-should stay roughly flat (plus per-expert overhead: E small matmuls, the gather/scatter and the E-wide
-routers). Reported: samples/s of each, their ratio, the mean expert runs per row of the sparse backbone,
-and each one's cost per sample relative to E=4.
+should stay roughly flat: its experts run as one batched product over a zero-padded block of rows per
+chosen expert (plus the gather/scatter and the E-wide routers). Reported: samples/s of each, their ratio,
+the expert rows the sparse backbone computes per input row (padding included), and each one's cost per
+sample relative to E=4.
 
     python bench/sparse_moe_cost.py [--batch 2048] [--steps 10] [--warmup 2] [--experts 4 16 64]
 """
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from recsys_mtl.modules.backbones import MMoE
-from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.experts import ExpertBank
 from recsys_mtl.modules.sparse_moe import SparseMoE
 
 IN_DIM, DIMS, TASKS, K = 256, [256, 128], 2, 2
@@ -51,14 +52,14 @@ def samples_per_s(net: nn.Module, x: torch.Tensor, steps: int, warmup: int) -> f
 
 
 def count_rows(net: SparseMoE) -> list[int]:
-    """A one-element counter of the rows every expert of ``net`` processes from now on."""
+    """A one-element counter of the expert rows (one row through one expert, padding included) ``net``
+    computes from now on."""
     rows = [0]
 
-    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-        rows[0] += inputs[0].shape[0]
+    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        rows[0] += output.shape[0] * output.shape[1]  # [A, C, H]: A experts' blocks of C rows
 
-    for expert in net.experts:
-        expert.register_forward_hook(hook)
+    net.experts.register_forward_hook(hook)
     return rows
 
 
@@ -71,12 +72,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    make_expert = partial(MLP, dims=DIMS)
+    make_expert = partial(ExpertBank, dims=DIMS)
     x = torch.randn(args.batch, IN_DIM)
-    print(f"experts MLP({IN_DIM}, {DIMS}), T={TASKS}, top-k k={K}, batch {args.batch}, float32 CPU, 2 threads, "
+    print(f"experts ExpertBank({IN_DIM}, E, {DIMS}), T={TASKS}, top-k k={K}, batch {args.batch}, float32 CPU, 2 threads, "
           f"{args.warmup} warm-up + {args.steps} timed forward+backward steps")
     print()
-    print("| E | MMoE samples/s | sparse samples/s | sparse / MMoE | sparse expert runs / row "
+    print("| E | MMoE samples/s | sparse samples/s | sparse / MMoE | sparse expert rows / row "
           "| MMoE cost/sample vs E=4 | sparse cost/sample vs E=4 |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     first = args.experts[0]

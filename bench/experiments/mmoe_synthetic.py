@@ -38,6 +38,7 @@ from common import FIGURES, markdown_table, write_section  # noqa: E402
 from torch import nn  # noqa: E402
 
 from recsys_mtl.modules.backbones import PLE, MMoE, SharedBottom  # noqa: E402
+from recsys_mtl.modules.experts import ExpertBank  # noqa: E402
 from recsys_mtl.modules.mlp import MLP  # noqa: E402
 from recsys_mtl.modules.sluice import Sluice  # noqa: E402
 from recsys_mtl.modules.soft_sharing import SoftSharing  # noqa: E402
@@ -90,7 +91,7 @@ class TwoTaskRegressor(nn.Module):
 
 def builders() -> dict[str, Callable[[int], nn.Module]]:
     """Model name -> (width -> model); the width is what is tuned to match parameter counts."""
-    expert = lambda width: partial(MLP, dims=(width,))  # noqa: E731
+    expert = lambda width: partial(ExpertBank, dims=(width,))  # noqa: E731
     return {
         "shared_bottom": lambda w: TwoTaskRegressor(SharedBottom(MLP(D, (w,)), TASKS)),
         "moe": lambda w: TwoTaskRegressor(MMoE(D, expert(w), EXPERTS, TASKS, num_gates=1)),

@@ -15,6 +15,7 @@ from recsys_mtl.models.managed import build_managed
 from recsys_mtl.models.multitask import MultiTaskModel
 from recsys_mtl.modules.aitm import AITM
 from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
+from recsys_mtl.modules.experts import ExpertBank
 from recsys_mtl.modules.gating import DomainGating
 from recsys_mtl.modules.mlp import MLP
 from recsys_mtl.modules.sluice import Sluice
@@ -86,19 +87,19 @@ def build_model(config: Config, device: torch.device | str = "meta", world_size:
     else:
         dense_arch = MLP(len(config.features.dense), m.dense_dims, m.activation, m.dropout)
         in_dim = sum(f.dim for f in id_features) + dense_arch.out_dim
-    make_expert = partial(MLP, dims=m.hidden_dims, activation=m.activation, dropout=m.dropout)
+    make_experts = partial(ExpertBank, dims=m.hidden_dims, activation=m.activation, dropout=m.dropout)
     num = len(towers)
     backbone: nn.Module
     if m.backbone == "shared_bottom":
-        backbone = SharedBottom(make_expert(in_dim), num)
+        backbone = SharedBottom(MLP(in_dim, m.hidden_dims, m.activation, m.dropout), num)
     elif m.backbone == "mmoe":
-        backbone = MMoE(in_dim, make_expert, m.num_experts, num)
+        backbone = MMoE(in_dim, make_experts, m.num_experts, num)
     elif m.backbone == "ple":
-        backbone = PLE(in_dim, make_expert, num, m.ple_levels, m.ple_task_experts, m.ple_shared_experts)
+        backbone = PLE(in_dim, make_experts, num, m.ple_levels, m.ple_task_experts, m.ple_shared_experts)
     elif m.backbone == "sparse_moe":
-        backbone = SparseMoE(in_dim, make_expert, m.num_experts, num, k=m.moe_top_k, router=m.moe_router, balance=m.moe_balance)
+        backbone = SparseMoE(in_dim, make_experts, m.num_experts, num, k=m.moe_top_k, router=m.moe_router, balance=m.moe_balance)
     elif m.backbone == "soft_sharing":
-        backbone = SoftSharing(in_dim, make_expert, num, strength=m.soft_sharing_strength, penalty=m.soft_sharing_penalty)
+        backbone = SoftSharing(in_dim, make_experts, num, strength=m.soft_sharing_strength, penalty=m.soft_sharing_penalty)
     else:
         layer = partial(_layer, activation=m.activation, dropout=m.dropout)
         if m.backbone == "sluice":

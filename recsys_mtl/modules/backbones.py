@@ -15,9 +15,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from recsys_mtl.modules.experts import ExpertBank, upgrade_hook
 from recsys_mtl.modules.mlp import MLP
 
-ExpertFactory = Callable[[int], MLP]  # in_dim -> expert MLP
+ExpertFactory = Callable[[int, int], ExpertBank]  # (in_dim, number of experts) -> their batched bank
 
 
 class Backbone(nn.Module):
@@ -55,70 +56,85 @@ class MMoE(Backbone):
     """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018): E shared experts, one softmax gate per task.
 
     With ``num_gates=1`` it is the one-gate MoE baseline of the paper (every task reads the same mix).
+    The experts run as one batched bank; the gates as one Linear with G * E outputs.
     """
 
-    def __init__(self, in_dim: int, make_expert: ExpertFactory, num_experts: int, num_tasks: int, num_gates: int | None = None):
+    def __init__(self, in_dim: int, make_experts: ExpertFactory, num_experts: int, num_tasks: int, num_gates: int | None = None):
         super().__init__()
-        self.experts = nn.ModuleList(make_expert(in_dim) for _ in range(num_experts))
-        self.num_tasks = num_tasks
-        self.gates = nn.ModuleList(nn.Linear(in_dim, num_experts) for _ in range(num_gates or num_tasks))
-        self.out_dim = self.experts[0].out_dim
+        self.experts = make_experts(in_dim, num_experts)
+        self.num_tasks, self.num_experts = num_tasks, num_experts
+        self.num_gates = num_gates or num_tasks
+        self.gates = nn.Linear(in_dim, self.num_gates * num_experts)
+        self.out_dim = self.experts.out_dim
+        self._register_load_state_dict_pre_hook(upgrade_hook, with_module=True)
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        """Rewrite, in place, gates saved one Linear per gate by an earlier version (``gates.<g>.weight``)
+        as the one Linear they are now (gate g's logits are outputs ``g * E .. g * E + E - 1``)."""
+        old = [f"{prefix}gates.{g}." for g in range(self.num_gates)]
+        if f"{prefix}gates.weight" in state or f"{old[0]}weight" not in state:
+            return
+        for kind in ("weight", "bias"):
+            state[f"{prefix}gates.{kind}"] = torch.cat([state.pop(f"{o}{kind}") for o in old])
 
     def last_shared_layer(self) -> list[nn.Module]:
-        """Every expert's output layer (each expert feeds every task's gate)."""
-        return [linear for e in self.experts for linear in e.last_linear()]
+        """The experts' output layer (each expert feeds every task's gate)."""
+        return self.experts.last_linear()
+
+    def gate_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, Din] -> [G, B, E]`` each gate's softmax over the experts."""
+        logits = self.gates(x).view(x.shape[0], self.num_gates, self.num_experts)  # [B, G, E]
+        return torch.softmax(logits, dim=-1).transpose(0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""
-        experts = torch.stack([e(x) for e in self.experts], dim=1)  # [B, E, H]
-        gates = torch.stack([torch.softmax(g(x), dim=-1) for g in self.gates])  # [G, B, E]
-        mixed = torch.einsum("gbe,beh->gbh", gates, experts)  # [G, B, H]
-        return mixed.expand(self.num_tasks, -1, -1) if len(self.gates) == 1 else mixed
+        experts = self.experts(x)  # [E, B, H]
+        mixed = torch.einsum("gbe,ebh->gbh", self.gate_weights(x), experts)  # [G, B, H]
+        return mixed.expand(self.num_tasks, -1, -1) if self.num_gates == 1 else mixed
 
 
 class CGCLayer(nn.Module):
     """One Customized Gate Control level of PLE (Tang et al., RecSys 2020).
 
     Each task has its own experts and a gate over (its experts + the shared experts); unless this is the
-    last level, a shared gate over all experts feeds the next level's shared input.
+    last level, a shared gate over all experts feeds the next level's shared input. The T * Et task
+    experts (task t's are ``t * Et .. t * Et + Et - 1``) run as one bank, the S shared experts as another.
     """
 
-    def __init__(self, in_dim: int, make_expert: ExpertFactory, num_tasks: int, task_experts: int, shared_experts: int, last: bool):
+    def __init__(self, in_dim: int, make_experts: ExpertFactory, num_tasks: int, task_experts: int, shared_experts: int, last: bool):
         super().__init__()
-        self.task_experts = nn.ModuleList(
-            nn.ModuleList(make_expert(in_dim) for _ in range(task_experts)) for _ in range(num_tasks)
-        )
-        self.shared_experts = nn.ModuleList(make_expert(in_dim) for _ in range(shared_experts))
+        self.num_tasks, self.per_task = num_tasks, task_experts
+        self.task_experts = make_experts(in_dim, num_tasks * task_experts)
+        self.shared_experts = make_experts(in_dim, shared_experts)
         self.task_gates = nn.ModuleList(nn.Linear(in_dim, task_experts + shared_experts) for _ in range(num_tasks))
         self.shared_gate = None if last else nn.Linear(in_dim, num_tasks * task_experts + shared_experts)
-        self.out_dim = self.shared_experts[0].out_dim
+        self.out_dim = self.shared_experts.out_dim
 
     def forward(self, task_inputs: torch.Tensor, shared_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([T, B, Din], [B, Din]) -> ([T, B, H], [B, H])``; the shared output is only meaningful
         below the last level."""
-        shared = [e(shared_input) for e in self.shared_experts]  # S x [B, H]
-        own = [[e(task_inputs[t]) for e in experts] for t, experts in enumerate(self.task_experts)]
+        shared = self.shared_experts(shared_input)  # [S, B, H]
+        own = self.task_experts(task_inputs.repeat_interleave(self.per_task, dim=0))  # [T * Et, B, H]
         outs = []
         for t, gate in enumerate(self.task_gates):
-            candidates = torch.stack(own[t] + shared, dim=1)  # [B, Et + S, H]
-            weights = torch.softmax(gate(task_inputs[t]), dim=-1).unsqueeze(-1)  # [B, Et + S, 1]
-            outs.append((weights * candidates).sum(dim=1))
+            candidates = torch.cat([own[t * self.per_task:(t + 1) * self.per_task], shared])  # [Et + S, B, H]
+            weights = torch.softmax(gate(task_inputs[t]), dim=-1)  # [B, Et + S]
+            outs.append(torch.einsum("be,ebh->bh", weights, candidates))
         if self.shared_gate is None:
             return torch.stack(outs), shared_input
-        every = torch.stack([e for task in own for e in task] + shared, dim=1)  # [B, T*Et + S, H]
-        weights = torch.softmax(self.shared_gate(shared_input), dim=-1).unsqueeze(-1)
-        return torch.stack(outs), (weights * every).sum(dim=1)
+        weights = torch.softmax(self.shared_gate(shared_input), dim=-1)  # [B, T * Et + S]
+        return torch.stack(outs), torch.einsum("be,ebh->bh", weights, torch.cat([own, shared]))
 
 
 class PLE(Backbone):
     """Progressive Layered Extraction: stacked CGC levels, task-specific and shared paths kept apart."""
 
-    def __init__(self, in_dim: int, make_expert: ExpertFactory, num_tasks: int, levels: int, task_experts: int, shared_experts: int):
+    def __init__(self, in_dim: int, make_experts: ExpertFactory, num_tasks: int, levels: int, task_experts: int, shared_experts: int):
         super().__init__()
         layers = []
         width = in_dim
         for level in range(levels):
-            layer = CGCLayer(width, make_expert, num_tasks, task_experts, shared_experts, last=level == levels - 1)
+            layer = CGCLayer(width, make_experts, num_tasks, task_experts, shared_experts, last=level == levels - 1)
             layers.append(layer)
             width = layer.out_dim
         self.levels = nn.ModuleList(layers)
@@ -126,8 +142,8 @@ class PLE(Backbone):
         self.out_dim = width
 
     def last_shared_layer(self) -> list[nn.Module]:
-        """The output layers of the last level's shared experts (read by every task's gate)."""
-        return [linear for e in self.levels[-1].shared_experts for linear in e.last_linear()]
+        """The output layer of the last level's shared experts (read by every task's gate)."""
+        return self.levels[-1].shared_experts.last_linear()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""

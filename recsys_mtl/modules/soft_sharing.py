@@ -10,18 +10,17 @@ Learning", last-axis-flattening (LAF) form: per layer, the T flattened weights s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import nn
 
-from recsys_mtl.modules.backbones import Backbone
-from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.backbones import Backbone, ExpertFactory
 
 
 class SoftSharing(Backbone):
-    """T task columns ``make_column(in_dim)`` (MLPs of one architecture) and a penalty tying their weights.
+    """T task columns of one architecture (one batched bank, ``make_columns(in_dim, T)``) and a penalty
+    tying their weights.
 
     The penalty covers the Linear weight matrices only, not the biases: both papers state it on weight
     matrices (Duong et al. tie the hidden-layer weights and the POS/arc-label embeddings; Yang & Hospedales
@@ -32,7 +31,7 @@ class SoftSharing(Backbone):
     def __init__(
         self,
         in_dim: int,
-        make_column: Callable[[int], MLP],
+        make_columns: ExpertFactory,
         num_tasks: int,
         strength: float = 1e-3,
         penalty: Literal["l2", "trace"] = "l2",
@@ -40,19 +39,11 @@ class SoftSharing(Backbone):
         super().__init__()
         if penalty not in ("l2", "trace"):
             raise ValueError(f"unknown penalty {penalty!r}; expected 'l2' or 'trace'")
-        self.columns = nn.ModuleList(make_column(in_dim) for _ in range(num_tasks))
-        shapes = [[tuple(w.shape) for w in self.column_weights(c)] for c in self.columns]
-        if any(s != shapes[0] for s in shapes):
-            raise ValueError("SoftSharing columns must have identical architectures")
+        self.columns = make_columns(in_dim, num_tasks)
         self.num_tasks = num_tasks
         self.strength = strength
         self.penalty = penalty
-        self.out_dim = self.columns[0].out_dim
-
-    @staticmethod
-    def column_weights(column: nn.Module) -> list[torch.Tensor]:
-        """The column's Linear weights ``[out, in]``, in layer order."""
-        return [m.weight for m in column.modules() if isinstance(m, nn.Linear)]
+        self.out_dim = self.columns.out_dim
 
     def last_shared_layer(self) -> list[nn.Module]:
         """None: every column belongs to one task (the penalty ties them, nothing is shared)."""
@@ -60,20 +51,19 @@ class SoftSharing(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""
-        return torch.stack([column(x) for column in self.columns])
+        return self.columns(x)
 
     def regulariser(self) -> torch.Tensor | None:
         """``[]`` the tying penalty over corresponding weights; None when ``strength == 0`` or T == 1."""
         if not self.strength or self.num_tasks < 2:
             return None
-        per_column = [self.column_weights(c) for c in self.columns]
         terms = []
-        for layer in zip(*per_column, strict=True):  # the T tasks' weights of one layer
-            stack = torch.stack([w.reshape(-1) for w in layer])  # [T, P]
+        for weight in self.columns.weights():  # [T, O, I]: the T tasks' weights of one layer
+            stack = weight.reshape(self.num_tasks, -1)  # [T, P]
             if self.penalty == "trace":
                 terms.append(torch.linalg.matrix_norm(stack, ord="nuc"))
             else:
-                for t in range(len(layer)):
-                    for u in range(t + 1, len(layer)):
+                for t in range(self.num_tasks):
+                    for u in range(t + 1, self.num_tasks):
                         terms.append((stack[t] - stack[u]).square().sum())
         return self.strength * torch.stack(terms).sum()

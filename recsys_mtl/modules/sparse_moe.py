@@ -67,7 +67,7 @@ class SparseMoE(Backbone):
     def __init__(
         self,
         in_dim: int,
-        make_expert: ExpertFactory,
+        make_experts: ExpertFactory,
         num_experts: int,
         num_tasks: int,
         k: int = 2,
@@ -82,16 +82,17 @@ class SparseMoE(Backbone):
             raise ValueError(f"SparseMoE needs 1 <= k <= E, got k={k}, E={num_experts}")
         if router not in ("topk", "dselect"):
             raise ValueError(f"SparseMoE router must be 'topk' or 'dselect', got {router!r}")
-        self.experts = nn.ModuleList(make_expert(in_dim) for _ in range(num_experts))
-        self.out_dim = self.experts[0].out_dim
+        self.experts = make_experts(in_dim, num_experts)
+        self.out_dim = self.experts.out_dim
         self.num_experts, self.num_tasks, self.k, self.router = num_experts, num_tasks, k, router
         self.noise, self.balance, self.entropy_reg = noise, balance, entropy_reg
         self._regulariser: torch.Tensor | None = None
         if router == "topk":
-            self.routers = nn.ModuleList(nn.Linear(in_dim, num_experts) for _ in range(num_tasks))
-            self.noise_routers = nn.ModuleList(nn.Linear(in_dim, num_experts, bias=False) for _ in range(num_tasks)) if noise else None
-            for layer in self.noise_routers or []:
-                nn.init.zeros_(layer.weight)
+            # the T routers as one Linear (task t's logits are outputs t * E .. t * E + E - 1)
+            self.routers = nn.Linear(in_dim, num_tasks * num_experts)
+            self.noise_routers = nn.Linear(in_dim, num_tasks * num_experts, bias=False) if noise else None
+            if self.noise_routers is not None:
+                nn.init.zeros_(self.noise_routers.weight)
         else:
             bits = math.ceil(math.log2(num_experts))  # 0 for one expert: its weight is the empty product 1
             self.gamma = 1.0
@@ -102,8 +103,8 @@ class SparseMoE(Backbone):
             self.register_buffer("codes", torch.tensor(codes, dtype=torch.bool), persistent=False)
 
     def last_shared_layer(self) -> list[nn.Module]:
-        """Every expert's output layer (any expert may feed any task)."""
-        return [linear for e in self.experts for linear in e.last_linear()]
+        """The experts' output layer (any expert may feed any task)."""
+        return self.experts.last_linear()
 
     def regulariser(self) -> torch.Tensor | None:
         """``[]`` the routing loss of the last training-mode forward (see the module docstring); None
@@ -118,44 +119,42 @@ class SparseMoE(Backbone):
 
     def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, E]`` the top-k routers' logits h, noisy in training when ``noise``."""
-        logits = torch.stack([r(x) for r in self.routers])
+        tasks = (x.shape[0], self.num_tasks, self.num_experts)
+        logits = self.routers(x).view(tasks).transpose(0, 1)
         if self.training and self.noise_routers is not None:
-            std = torch.stack([F.softplus(r(x)) for r in self.noise_routers])
+            std = F.softplus(self.noise_routers(x)).view(tasks).transpose(0, 1)
             logits = logits + torch.randn_like(logits) * std
         return logits
 
     def _topk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[B, Din] -> ([T, B, H], [] | None)``: run each expert on the rows any task routed to it."""
+        """``[B, Din] -> ([T, B, H], [] | None)``: each expert runs on the rows some task routed to it.
+
+        The (row, expert) pairs are laid out as one zero-padded block of C rows per used expert, C the
+        most rows any expert got, and the bank runs on ``[A, C, Din]`` in one batched product: the work is
+        ``A * C`` rows, about ``B * min(k * T, E)`` when the routing is balanced (what the Switch loss
+        keeps it), not ``B * E``; experts no row chose get an exact zero gradient."""
         batch, num_experts = x.shape[0], self.num_experts
         logits = self.gate_logits(x)  # [T, B, E]
         top, idx = logits.topk(self.k, dim=-1)  # [T, B, k]
         gates = torch.zeros_like(logits).scatter(-1, idx, torch.softmax(top, dim=-1))  # [T, B, E]
-        needed = torch.zeros(batch, num_experts, dtype=torch.bool, device=x.device)
-        needed.scatter_(1, idx.permute(1, 0, 2).reshape(batch, -1), True)  # [B, E]: any task chose e
-        pairs = needed.t().nonzero()  # [N, 2] (expert, row), grouped by expert
-        experts, rows = pairs[:, 0], pairs[:, 1]
-        counts = needed.sum(0).tolist()
-        ys = [self.experts[e](x[r]) for e, r in enumerate(rows.split(counts)) if counts[e] > 0]
-        weighted = gates[:, rows, experts].unsqueeze(-1) * torch.cat(ys)  # [T, N, H]
+        needed = torch.zeros(num_experts, batch, dtype=torch.bool, device=x.device)
+        needed.scatter_(0, idx.permute(0, 2, 1).reshape(-1, batch), True)  # [E, B]: some task chose e
+        experts, rows = needed.nonzero(as_tuple=True)  # [N] each, grouped by expert
+        counts = needed.sum(1)  # [E]
+        used = counts.nonzero().squeeze(1)  # [A]
+        block = torch.zeros_like(counts).index_copy(0, used, torch.arange(len(used), device=x.device))[experts]  # [N]
+        slot = torch.arange(len(rows), device=x.device) - (counts.cumsum(0) - counts)[experts]  # [N]
+        blocks = x.new_zeros(len(used), int(counts.max()), x.shape[1])  # [A, C, Din]
+        blocks[block, slot] = x[rows]
+        ys = self.experts(blocks, used)[block, slot]  # [N, H]
+        weighted = gates[:, rows, experts].unsqueeze(-1) * ys  # [T, N, H]
         out = weighted.new_zeros(self.num_tasks, batch, self.out_dim).index_add(1, rows, weighted)
         if not self.training:
             return out, None
         probs = torch.softmax(logits, dim=-1).mean(1)  # [T, E]: P_e
         chosen = torch.zeros_like(probs).scatter_add(1, idx.reshape(self.num_tasks, -1), torch.ones_like(top).reshape(self.num_tasks, -1))
         fraction = chosen / (batch * self.k)  # [T, E]: f_e
-        balance = self.balance * num_experts * (fraction * probs).sum(-1).mean()
-        return out, balance + self._idle([e for e in range(num_experts) if counts[e] == 0])
-
-    def _idle(self, experts: list[int]) -> torch.Tensor:
-        """``[]`` an exact zero that depends on every parameter of ``experts`` (those no row used this
-        step): under DistributedDataParallel with a static graph, as DistributedModelParallel wraps the
-        dense part, every parameter must receive a gradient every step, so an expert left idle gets a
-        zero one instead of none."""
-        zero = next(self.parameters()).new_zeros(())
-        for e in experts:
-            for p in self.experts[e].parameters():
-                zero = zero + 0.0 * p.sum()
-        return zero
+        return out, self.balance * num_experts * (fraction * probs).sum(-1).mean()
 
     def selector_outputs(self) -> torch.Tensor:
         """``[T, k, E]`` the single-expert selectors r(z) over the E reachable experts."""
@@ -172,15 +171,11 @@ class SparseMoE(Backbone):
         """``[B, Din] -> ([T, B, H], [] | None)``: run the experts with non-zero weight for some task."""
         selectors = self.selector_outputs()  # [T, k, E]
         weights = self.expert_weights(selectors)  # [T, E]
-        active = (weights > 0).any(0).nonzero().squeeze(1).tolist()
-        if active:
-            ys = torch.stack([self.experts[e](x) for e in active])  # [A, B, H]
-            out = torch.einsum("ta,abh->tbh", weights[:, active], ys)
-        else:  # every selector saturated on an unreachable code (E not a power of 2)
-            out = x.new_zeros(self.num_tasks, x.shape[0], self.out_dim)
+        active = (weights > 0).any(0).nonzero().squeeze(1)  # [A]
+        out = torch.einsum("ta,abh->tbh", weights[:, active], self.experts(x, active))  # [T, B, H]
         if not self.training:
             return out, None
-        terms = [self._idle([e for e in range(self.num_experts) if e not in active])] if len(active) < self.num_experts else []
+        terms = []
         if self.entropy_reg > 0:
             terms.append(-self.entropy_reg * (selectors * torch.log(selectors + _EPS)).sum())
         if self.num_experts & (self.num_experts - 1):  # not a power of 2: keep mass on reachable codes

@@ -42,8 +42,9 @@ from torch import nn
 from recsys_mtl.config import Config, ConfigError, load_config
 from recsys_mtl.export.artifact import CONFIG, META, load_weights, resolve_model_path, verify
 from recsys_mtl.features.vocab import Vocabularies
-from recsys_mtl.models.builder import backbone_input_columns, build_train_module
+from recsys_mtl.models.builder import backbone_input_columns, build_model, build_train_module
 from recsys_mtl.models.managed import FREE, MODULES, WEIGHTS, managed_tables, relayout
+from recsys_mtl.modules.experts import upgrade_legacy_state
 from recsys_mtl.train.distributed import on_main
 from recsys_mtl.train.run_dir import load_run
 
@@ -97,8 +98,11 @@ def read_source(path: Path) -> Source:
     meta = verify(version)
     if meta.get("quantization") is not None:
         raise ConfigError(f"--init-from {version}: the version's embeddings are int8 ({meta['quantization']}); start from its run or a float export")
-    state = {f"model.{k}": v for k, v in load_weights(version).items()}  # a version holds the model's state
     config = load_config(version / CONFIG)
+    # a version holds the model's state; one published by an earlier release may lay layers out as it did
+    # (experts one module each): rewritten in today's layout, read off the source's model built on meta
+    state = upgrade_legacy_state(build_model(config, "meta"), load_weights(version))
+    state = {f"model.{k}": v for k, v in state.items()}
     return Source(version / META, config, state, Vocabularies.load_for(config, version))
 
 
@@ -107,8 +111,10 @@ def _id_maps(config: Config) -> dict[str, set[str]]:
 
 
 def _reads_backbone_input(old: torch.Tensor, init: torch.Tensor, old_cols: list[str], new_cols: list[str]) -> bool:
-    """Whether a weight of changed shape is a layer reading the backbone input (``[O, Din]``, the same O)."""
-    return old.dim() == 2 and old.shape[0] == init.shape[0] and (old.shape[1], init.shape[1]) == (len(old_cols), len(new_cols))
+    """Whether a weight of changed shape is a layer reading the backbone input: ``[O, Din]`` (a Linear) or
+    ``[N, O, Din]`` (a bank of N experts), the same leading sizes."""
+    return (old.dim() in (2, 3) and old.shape[:-1] == init.shape[:-1]
+            and (old.shape[-1], init.shape[-1]) == (len(old_cols), len(new_cols)))
 
 
 def _vocab_rows(source: Source, vocabs: Vocabularies | None, table: str, config: Config) -> tuple[list[int], list[int]] | None:
@@ -210,7 +216,7 @@ def merge(
             where = {name: i for i, name in enumerate(old_cols)}
             both = [(j, where[name]) for j, name in enumerate(new_cols) if name in where]
             merged[key] = init.clone()
-            merged[key][:, [j for j, _ in both]] = old[:, [i for _, i in both]]
+            merged[key][..., [j for j, _ in both]] = old[..., [i for _, i in both]]
             summary.resized[key] = f"input columns {len(old_cols)} -> {len(new_cols)}: {len(both)} kept by input name"
         else:
             merged[key] = init

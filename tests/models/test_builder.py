@@ -92,7 +92,10 @@ def test_unknown_sharding_table_is_rejected(small_config):
 @pytest.mark.parametrize(("backbone", "last_layers"), [("shared_bottom", 1), ("mmoe", 4), ("ple", 2), ("cross_stitch", 1)])
 def test_gradnorm_reads_the_last_layer_every_task_shares(small_config, backbone, last_layers):
     model = build_model(cfg(small_config, model__backbone=backbone, model__num_experts=4, model__ple_shared_experts=2), "cpu")
-    assert len(model.last_shared_parameters()) == 2 * last_layers  # weight and bias per Linear
+    last = model.last_shared_parameters()
+    # weight and bias per layer; a bank of experts holds one [N, O, I] weight for its N output layers
+    weight = last[0]
+    assert len(last) == 2 and (weight.shape[0] if weight.dim() == 3 else 1) == last_layers
     shared = {id(p) for p in model.shared_parameters()}
     assert {id(p) for p in model.last_shared_parameters()} <= shared
     assert not shared & {id(p) for p in model.towers.parameters()}

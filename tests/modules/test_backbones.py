@@ -6,18 +6,19 @@ import pytest
 import torch
 
 from recsys_mtl.modules.backbones import PLE, CrossStitch, MMoE, SharedBottom
+from recsys_mtl.modules.experts import ExpertBank
 from recsys_mtl.modules.mlp import MLP
 from recsys_mtl.modules.sluice import Sluice
 from recsys_mtl.modules.soft_sharing import SoftSharing
 from recsys_mtl.modules.sparse_moe import SparseMoE
 
 B, DIN, T = 32, 24, 3
-make_expert = partial(MLP, dims=[16, 8])
+make_expert = partial(ExpertBank, dims=[16, 8])
 
 
 def backbones():
     return {
-        "shared_bottom": SharedBottom(make_expert(DIN), T),
+        "shared_bottom": SharedBottom(MLP(DIN, [16, 8]), T),
         "mmoe": MMoE(DIN, make_expert, num_experts=4, num_tasks=T),
         "moe_one_gate": MMoE(DIN, make_expert, num_experts=4, num_tasks=T, num_gates=1),
         "ple": PLE(DIN, make_expert, T, levels=2, task_experts=1, shared_experts=2),
@@ -53,7 +54,7 @@ def test_mmoe_gates_are_distributions_and_tasks_differ():
     torch.manual_seed(1)
     net = MMoE(DIN, make_expert, num_experts=4, num_tasks=T)
     x = torch.randn(B, DIN)
-    gates = torch.stack([torch.softmax(g(x), dim=-1) for g in net.gates])
+    gates = net.gate_weights(x)  # [T, B, E]
     torch.testing.assert_close(gates.sum(-1), torch.ones(T, B))
     out = net(x)
     assert not torch.allclose(out[0], out[1])
@@ -65,14 +66,14 @@ def test_one_gate_moe_gives_every_task_the_same_mixture():
 
 
 def test_shared_bottom_gives_every_task_the_same_representation():
-    out = SharedBottom(make_expert(DIN), T)(torch.randn(B, DIN))
+    out = SharedBottom(MLP(DIN, [16, 8]), T)(torch.randn(B, DIN))
     torch.testing.assert_close(out[0], out[1])
 
 
 def test_ple_has_task_and_shared_experts_per_level_and_no_shared_gate_on_top():
     net = PLE(DIN, make_expert, T, levels=3, task_experts=2, shared_experts=1)
     assert len(net.levels) == 3
-    assert all(len(level.task_experts) == T and len(level.task_experts[0]) == 2 for level in net.levels)
+    assert all(level.task_experts.num == T * 2 and level.shared_experts.num == 1 for level in net.levels)
     assert [level.shared_gate is None for level in net.levels] == [False, False, True]
 
 

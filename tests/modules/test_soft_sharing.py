@@ -5,15 +5,20 @@ from functools import partial
 import pytest
 import torch
 
-from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.experts import ExpertBank
 from recsys_mtl.modules.soft_sharing import SoftSharing
 
 B, DIN = 16, 6
-make_column = partial(MLP, dims=[5, 4])
+make_column = partial(ExpertBank, dims=[5, 4])
 
 
 def weights(net: SoftSharing, t: int) -> list[torch.Tensor]:
-    return SoftSharing.column_weights(net.columns[t])
+    """Column t's weight of each layer, ``[O, I]``."""
+    return [w[t] for w in net.columns.weights()]
+
+
+def weight_grads(net: SoftSharing, t: int) -> list[torch.Tensor]:
+    return [w.grad[t] for w in net.columns.weights()]
 
 
 def test_output_shape_and_nothing_shared():
@@ -27,18 +32,19 @@ def test_l2_gradients_are_plus_minus_two_lambda_difference_and_sum_to_zero():
     lam = 0.7
     net = SoftSharing(DIN, make_column, num_tasks=2, strength=lam)
     net.regulariser().backward()
-    for w1, w2 in zip(weights(net, 0), weights(net, 1), strict=True):
+    for w1, w2, g1, g2 in zip(weights(net, 0), weights(net, 1), weight_grads(net, 0), weight_grads(net, 1), strict=True):
         diff = (w1 - w2).detach()
-        torch.testing.assert_close(w1.grad, 2 * lam * diff)
-        torch.testing.assert_close(w2.grad, -2 * lam * diff)
-        torch.testing.assert_close(w1.grad + w2.grad, torch.zeros_like(diff))
-    assert all(c[i].bias.grad is None for c in net.columns for i in (0, 2))  # biases are not tied
+        torch.testing.assert_close(g1, 2 * lam * diff)
+        torch.testing.assert_close(g2, -2 * lam * diff)
+        torch.testing.assert_close(g1 + g2, torch.zeros_like(diff))
+    assert all(layer.bias.grad is None for layer in net.columns.layers)  # biases are not tied
 
 
 def test_identical_columns_give_zero_l2_penalty():
     net = SoftSharing(DIN, make_column, num_tasks=3, strength=1.0)
-    for column in net.columns[1:]:
-        column.load_state_dict(net.columns[0].state_dict())
+    with torch.no_grad():
+        for p in net.columns.parameters():
+            p.copy_(p[:1].expand_as(p))  # every column a copy of column 0
     torch.testing.assert_close(net.regulariser(), torch.tensor(0.0))
 
 
@@ -52,7 +58,7 @@ def test_trace_penalty_is_the_nuclear_norm_of_the_stacked_flattened_weights():
     )
     torch.testing.assert_close(net.regulariser(), lam * expected)
     net.regulariser().backward()
-    assert all(w.grad is not None and w.grad.abs().sum() > 0 for t in range(3) for w in weights(net, t))
+    assert all(g.abs().sum() > 0 for t in range(3) for g in weight_grads(net, t))
 
 
 def test_huge_l2_strength_drives_the_columns_to_hard_sharing():

@@ -7,19 +7,31 @@ import torch
 from torch import nn
 
 from recsys_mtl.modules.backbones import MMoE
-from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.experts import ExpertBank
 from recsys_mtl.modules.sparse_moe import SparseMoE, smooth_step
 
 B, DIN, T, E = 64, 12, 2, 4
-make_expert = partial(MLP, dims=[16, 8])
+make_expert = partial(ExpertBank, dims=[16, 8])
 
 
 def record_rows(net: SparseMoE) -> list[list[torch.Tensor]]:
-    """Per expert, the inputs of each of its forward calls (via forward hooks)."""
-    seen: list[list[torch.Tensor]] = [[] for _ in net.experts]
-    for e, expert in enumerate(net.experts):
-        expert.register_forward_hook(lambda _m, args, _out, e=e: seen[e].append(args[0].detach()))
+    """Per expert, the input rows of each bank call that ran it (a forward hook on the bank; the zero
+    rows padding an expert's block are not inputs)."""
+    seen: list[list[torch.Tensor]] = [[] for _ in range(net.num_experts)]
+
+    def hook(_module, args, _out):
+        x, experts = args
+        for block, e in enumerate(experts.tolist()):
+            rows = x if x.dim() == 2 else x[block]
+            seen[e].append(rows[rows.abs().sum(-1) > 0].detach())
+
+    net.experts.register_forward_hook(hook)
     return seen
+
+
+def expert_grads(net: SparseMoE, e: int) -> list[torch.Tensor | None]:
+    """Expert e's slice of each of the bank's parameter gradients (None without a gradient)."""
+    return [None if p.grad is None else p.grad[e] for p in net.experts.parameters()]
 
 
 def test_k_equal_to_e_without_noise_is_mmoe():
@@ -34,15 +46,13 @@ def test_k_equal_to_e_without_noise_is_mmoe():
 
 def test_uniform_routing_gives_balance_loss_alpha_and_skewed_routing_more():
     net = SparseMoE(DIN, make_expert, E, T, k=2, noise=False, balance=0.03)
-    for router in net.routers:
-        nn.init.zeros_(router.weight)
-        nn.init.zeros_(router.bias)
+    nn.init.zeros_(net.routers.weight)
+    nn.init.zeros_(net.routers.bias)
     x = torch.randn(B, DIN)
     net(x)
     torch.testing.assert_close(net.regulariser(), torch.tensor(0.03))
     with torch.no_grad():
-        for router in net.routers:
-            router.bias[0] = 50.0  # every row puts (almost) all its probability on expert 0
+        net.routers.bias.view(T, E)[:, 0] = 50.0  # every row puts (almost) all its probability on expert 0
     net(x)
     skewed = net.regulariser()
     assert skewed > 0.03
@@ -57,6 +67,7 @@ def test_only_routed_rows_reach_each_expert():
     net(x)
     chosen = net.gate_logits(x)[0].argmax(-1)  # [B]
     assert sum(len(calls) for calls in seen) == len(chosen.unique())  # unrouted experts never run
+    assert [len(calls) for calls in seen if calls] == [1] * len(chosen.unique())  # one call each
     for e, calls in enumerate(seen):
         rows = torch.cat(calls) if calls else x.new_zeros(0, DIN)
         torch.testing.assert_close(rows, x[chosen == e])
@@ -85,16 +96,17 @@ def test_gradients_reach_routers_and_selected_experts_and_idle_experts_get_zeros
             net.z_logits.copy_(torch.where(torch.rand_like(net.z_logits) > 0.5, 5.0, -5.0))  # saturated: <= 2 experts
     seen = record_rows(net)
     out = net(torch.randn(3, DIN))  # 3 rows x 2 slots: at most 6 of the 8 experts are chosen
-    (out.square().mean() + net.regulariser()).backward()
+    reg = net.regulariser()  # None for dselect with E a power of 2: nothing beyond the experts' outputs
+    (out.square().mean() + (0 if reg is None else reg)).backward()
     if router == "topk":
         for layers in (net.routers, net.noise_routers):
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers.parameters())
     ran = {e for e, calls in enumerate(seen) if calls}
     assert 1 <= len(ran) <= 6
-    for e, expert in enumerate(net.experts):
-        for p in expert.parameters():
-            assert p.grad is not None, (e, "every parameter gets a gradient")
-            assert (p.grad.abs().sum() > 0) == (e in ran), e
+    for e in range(net.num_experts):
+        for grad in expert_grads(net, e):
+            assert grad is not None, (e, "every parameter gets a gradient")
+            assert (grad.abs().sum() > 0) == (e in ran), e
 
 
 def test_k_is_validated():

@@ -20,7 +20,7 @@ from recsys_mtl.train.warm_start import Source, merge
 from tests.train.conftest import ROOT, check, cli, weights
 
 TABLE = "model.ebc.embedding_bags.{}.weight"
-EXPERT_IN = "model.backbone.experts.0.0.weight"  # the first layer of an expert reads the backbone input
+EXPERT_IN = "model.backbone.experts.layers.0.weight"  # [E, O, Din]: the experts' first layer reads the backbone input
 
 
 def changed_config(run, tmp_path, **edits):
@@ -51,8 +51,8 @@ def test_merge_keeps_rows_and_input_columns_and_names_what_is_new(small_run, tmp
     old_cols, new_cols = backbone_input_columns(old_config), backbone_input_columns(new_config)
     assert len(new_cols) == len(old_cols) + 16 + 10  # its 16 components and its dots with the 10 other vectors
     for j, name in enumerate(new_cols):  # each input column of the new expert layer follows its input
-        expected = source[EXPERT_IN][:, old_cols.index(name)] if name in old_cols else fresh[EXPERT_IN][:, j]
-        torch.testing.assert_close(merged[EXPERT_IN][:, j], expected, rtol=0, atol=0, msg=name)
+        expected = source[EXPERT_IN][..., old_cols.index(name)] if name in old_cols else fresh[EXPERT_IN][..., j]
+        torch.testing.assert_close(merged[EXPERT_IN][..., j], expected, rtol=0, atol=0, msg=name)
     assert summary.resized[EXPERT_IN] == f"input columns {len(old_cols)} -> {len(new_cols)}: {len(old_cols)} kept by input name"
     for key in fresh:  # everything else the source had is kept as it was
         if key not in summary.resized and key not in summary.new:
