@@ -14,6 +14,7 @@ from recsys_mtl.cli import (
     export,
     generate,
     pipeline,
+    plan,
     score,
     serve,
     train,
@@ -23,7 +24,7 @@ from recsys_mtl.config import ConfigError
 from recsys_mtl.errors import CollectiveTimeout, DataError, StorageError, TrainingDiverged
 
 PROJECT_LOGGERS = ("recsys_mtl", "serving", "pipelines")
-COMMANDS = (generate, validate_data, train, evaluate, compare, export, score, serve, pipeline, config_cmd)
+COMMANDS = (generate, validate_data, train, plan, evaluate, compare, export, score, serve, pipeline, config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

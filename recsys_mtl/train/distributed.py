@@ -87,7 +87,7 @@ def init_distributed(timeout_s: float = DEFAULT_TIMEOUT_S) -> DistEnv:
                 backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1, timeout=timeout
             )
     env = DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
-    log.info("rank %d/%d on %s (%s)", env.rank, env.world_size, device, backend)
+    log.info("rank %d/%d (local rank %d) on %s (%s)", env.rank, env.world_size, local_rank, device, backend)
     return env
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+import torchrec.optim as trec_optim
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch import nn
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
@@ -16,10 +19,13 @@ from torchrec.distributed.planner.storage_reservations import FixedPercentageSto
 from torchrec.distributed.planner.types import (
     KernelConfig,
     ParameterConstraints,
+    Stats,
+    Topology,
     TopologyFactory,
     TrainerConfig,
 )
 from torchrec.distributed.types import ShardingPlan
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from recsys_mtl.config import Config, ConfigError
 from recsys_mtl.models.managed import managed_tables
@@ -33,6 +39,11 @@ SHARDING_TYPES = {
     "cpu": ["table_wise", "column_wise", "table_column_wise"],
     "cuda": ["table_wise", "row_wise", "table_row_wise", "column_wise", "table_column_wise"],
 }
+# share of each device's memory kept for dense weights, activations and the input batches
+RESERVED_SHARE = 0.15
+# the class whose state size the planner's storage estimate adds to each table (Adam: 2 values per
+# weight; row-wise Adagrad: 1 per row); the fused kernel itself is configured by ``sharders``
+PLANNER_OPTIMIZERS = {"adam": torch.optim.Adam, "rowwise_adagrad": trec_optim.RowWiseAdagrad}
 
 
 def sharders(config: Config) -> list[EmbeddingBagCollectionSharder | ManagedSharder]:
@@ -71,20 +82,52 @@ def constraints(config: Config, device: torch.device) -> dict[str, ParameterCons
     return out
 
 
+def topology(world_size: int, local_world_size: int, device_type: str, memory_bytes: int | None = None) -> Topology:
+    """The planner's picture of the job: ``world_size`` ranks, ``local_world_size`` per node, on
+    ``device_type`` (cuda or cpu), each with ``memory_bytes`` of HBM (cuda) or DDR (cpu), or
+    torchrec's defaults."""
+    cap = {} if memory_bytes is None else {"hbm_cap_bytes" if device_type == "cuda" else "ddr_cap_bytes": memory_bytes}
+    return TopologyFactory.create_topology(
+        TrainerConfig(world_size=world_size, local_world_size=local_world_size, **cap),
+        kernel_config=KernelConfig(compute_device=device_type),
+    )
+
+
+def planner(config: Config, topo: Topology, stats: list[Stats] | None = None) -> EmbeddingShardingPlanner:
+    """TorchRec's planner for ``config`` on ``topo``: the config's constraints and per-rank batch size,
+    ``RESERVED_SHARE`` of each device's memory kept out of the embedding budget."""
+    return EmbeddingShardingPlanner(
+        topology=topo,
+        batch_size=config.data.batch_size,
+        constraints=constraints(config, torch.device(topo.compute_device)),
+        storage_reservation=FixedPercentageStorageReservation(RESERVED_SHARE),
+        stats=stats,
+    )
+
+
+@contextmanager
+def optimizer_state_counted(module: nn.Module, config: Config) -> Iterator[None]:
+    """While planning: mark each embedding table with the embedding optimizer's class, so the planner's
+    storage estimate includes the optimizer state (without it, it counts none: the fused optimizer is
+    configured through the sharders, which the estimate does not read). Removed afterwards, so the
+    sharders see the module as before."""
+    marked = [p for m in module.modules() if isinstance(m, EmbeddingBagCollection) for p in m.parameters()]
+    for p in marked:
+        p._optimizer_classes = [PLANNER_OPTIMIZERS[config.train.embedding_optimizer]]  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for p in marked:
+            del p._optimizer_classes  # type: ignore[attr-defined]
+
+
 def make_plan(module: nn.Module, config: Config, device: torch.device, world_size: int) -> ShardingPlan:
     """The planner's plan, computed on rank 0 and broadcast so every rank shards identically."""
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    topology = TopologyFactory.create_topology(
-        TrainerConfig(world_size=world_size, local_world_size=local_world_size),
-        kernel_config=KernelConfig(compute_device=device.type),
-    )
-    planner = EmbeddingShardingPlanner(
-        topology=topology,
-        constraints=constraints(config, device),
-        # keep 15 % of each device's memory for dense weights, activations and the input batches
-        storage_reservation=FixedPercentageStorageReservation(0.15),
-    )
-    return planner.collective_plan(module, sharders(config), dist.GroupMember.WORLD)
+    with optimizer_state_counted(module, config):
+        return planner(config, topology(world_size, local_world_size, device.type)).collective_plan(
+            module, sharders(config), dist.GroupMember.WORLD
+        )
 
 
 def describe_plan(plan: ShardingPlan) -> list[dict]:
