@@ -67,3 +67,20 @@ def model_root(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     root = tmp_path_factory.mktemp("models")
     export_run(small_run, root, version="v1")
     return root
+
+
+# a new funnel stage (labelled by conversion, so the generator's data has it) added to small_run's three tasks
+NEW_TASK = "tasks=[{name: click}, {name: conversion, after: click}, {name: watch_time, type: weighted_logistic}, {name: converted, label: conversion, after: click}]"
+
+
+@pytest.fixture(scope="session")
+def adapted_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_run adapted on 2 ranks to a new task ``converted``: MTLoRA adapters in the backbone and the
+    dense MLP serving that task only, its new tower, 4 steps; everything else frozen."""
+    from tests.train.conftest import check, cli
+
+    out = tmp_path_factory.mktemp("adapted_run") / "run"
+    adapt = "adapt={kind: mtlora, rank: 4, tasks: [converted], layers: [backbone, dense_arch]}"
+    check(cli("train", "--config", str(small_run / "config.yaml"), "--out", str(out), "--nproc", "2", "--init-from",
+              str(small_run), NEW_TASK, adapt, "train.max_steps=4", "train.warmup_steps=0", "train.log_every_steps=2"))
+    return out

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_mtl.cli.common import add_config_args, config_from_args, relaunch
+from recsys_mtl.models.adapters import require_source
 from recsys_mtl.train.distributed import under_launcher
 from recsys_mtl.train.resume import check_out_dir
 
@@ -21,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", type=Path, default=None, metavar="RUN_OR_MODEL",
         help="warm start: begin from the weights of a training run, a model version or a model root (its newest "
-        "version); tables and layers that changed start fresh (RUN/warm_start.json says what was kept)",
+        "version); tables and layers that changed start fresh (RUN/warm_start.json says what was kept); required "
+        "with an adapt: section (only adapters and the towers of adapt.tasks train)",
     )
     p.set_defaults(run=run)
 
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validate before launching anything
     world_size = int(os.environ.get("WORLD_SIZE", args.nproc))  # under a launcher: its world
     check_out_dir(config, args.out, args.resume, world_size)  # and a refused --resume, before N processes say it
+    require_source(config, args.init_from, args.resume)  # adapt: without --init-from
     if args.nproc > 1 and not under_launcher():
         return relaunch(args.nproc)
     from recsys_mtl.train.loop import train

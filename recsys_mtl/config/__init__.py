@@ -1,5 +1,6 @@
 """Typed configuration: schema, YAML loading, ``key=value`` overrides, validation, saving."""
 
+from recsys_mtl.config.adapt import AdaptConfig
 from recsys_mtl.config.features import DenseFeature, FeaturesConfig, MultiHotFeature, SparseFeature
 from recsys_mtl.config.load import (
     ConfigError,
@@ -21,6 +22,7 @@ from recsys_mtl.config.schema import (
 )
 
 __all__ = [
+    "AdaptConfig",
     "BalancingConfig",
     "Config",
     "ConfigError",

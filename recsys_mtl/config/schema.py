@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from recsys_mtl.config.adapt import AdaptConfig
 from recsys_mtl.config.features import FeaturesConfig
 from recsys_mtl.config.legacy import legacy_tasks_message
 from recsys_mtl.config.section import Section
@@ -304,6 +305,7 @@ class Config(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     ranking: RankingConfig = RankingConfig()
+    adapt: AdaptConfig | None = Field(default=None, description="train only adapters on a model given by --init-from; null: off")
 
     @model_validator(mode="before")
     @classmethod
@@ -340,6 +342,10 @@ class Config(Section):
             unknown = sorted(set(m.gating.domain_features) - set(ids))
             if unknown:
                 raise ValueError(f"model.gating.domain_features names {unknown}, not id features; id features: {ids}")
+        if self.adapt is not None:
+            unknown = sorted(set(self.adapt.tasks) - {t.name for t in self.tasks})
+            if unknown:
+                raise ValueError(f"adapt.tasks names {unknown}, not tasks; tasks: {[t.name for t in self.tasks]}")
         if self.train.select is not None:
             tasks = {t.name: {"type": t.type, "after": t.after, "where": t.where} for t in self.tasks}
             check_select(self.train.select.metric, tasks, groups=self.group_key is not None, has_eval=self.data.eval is not None)

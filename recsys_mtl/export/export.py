@@ -18,6 +18,7 @@ from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.export.artifact import default_version, require_finite, write_artifact
 from recsys_mtl.export.quantize import quantization_effect, quantize_embeddings_int8
 from recsys_mtl.export.scorer import Scorer
+from recsys_mtl.models.adapters import merge_for_serving
 from recsys_mtl.tasks.graph import SCORE, TaskSpec, output_names
 from recsys_mtl.train.run_dir import load_run
 
@@ -125,12 +126,17 @@ def export_run(
     ``sample_rows`` rows of ``sample_data`` (default: the run's eval split). A checkpoint whose weights
     are not all finite (a diverged run) is refused with an ``ArtifactError`` and nothing is written.
     ``checkpoint``: latest, best (``train.select``) or step_N; the metadata's ``source`` names it (and
-    ``best``, the selection record, when it is the run's best).
+    ``best``, the selection record, when it is the run's best). An adapted run (``adapt:``) is exported
+    merged into a plain model when its adapters fold (``models.adapters.merge_for_serving``), else as base
+    + adapters; the metadata's ``adapters`` says which, with their parameter count and bytes.
     """
     _only_ranking(overrides)  # refused before the run is loaded
     loaded = load_run(run, checkpoint)
     config = ranking_config(loaded.config, loaded.module.tasks, list(overrides), f"{run}/config.yaml")
     model = loaded.module.model
+    adapters = None
+    if config.adapt is not None:  # folded into a plain model when every task reads them alike, else base + adapters
+        model, config, adapters = merge_for_serving(model, config)
     # before anything is measured or written: a diverged run's weights would be served as NaN scores
     require_finite(model.state_dict(), f"checkpoint {loaded.checkpoint}", f"nothing exported to {root}")
     step, world = loaded.meta.get("step"), loaded.meta.get("world_size")
@@ -145,6 +151,7 @@ def export_run(
         "libraries": library_versions(),
         "id_types": {**id_types(config), **(loaded.vocabs.id_types() if loaded.vocabs is not None else {})},
         "quantization": None,
+        "adapters": adapters,
     }
     version = version or default_version()
     if quantize == "int8":

@@ -11,6 +11,7 @@ from torchrec.models.dlrm import InteractionArch
 
 from recsys_mtl.balancing.build import build_balancer
 from recsys_mtl.config import Config, ConfigError, MultiHotFeature
+from recsys_mtl.models.adapters import insert_adapters
 from recsys_mtl.models.managed import build_managed
 from recsys_mtl.models.multitask import MultiTaskModel
 from recsys_mtl.modules.aitm import AITM
@@ -120,9 +121,12 @@ def build_model(config: Config, device: torch.device | str = "meta", world_size:
     transfer = None
     if m.tower_transfer == "aitm":
         transfer = AITM({t.name: t.after for t in config.tasks if t.after}, next(iter(heads.values())).out_dim)
-    return MultiTaskModel(
+    model = MultiTaskModel(
         embedding_order(config), ebc, mc_ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision), gating, transfer
     )
+    if config.adapt is not None:  # frozen base + adapters, before DMP sees the parameters
+        insert_adapters(model, config.adapt, towers)
+    return model
 
 
 def _layer(in_dim: int, out_dim: int, activation: str, dropout: float) -> MLP:

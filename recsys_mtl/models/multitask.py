@@ -9,6 +9,7 @@ from torchrec.models.dlrm import InteractionArch
 from torchrec.modules.mc_embedding_modules import ManagedCollisionEmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys_mtl.models.routing import Routing
 from recsys_mtl.modules.aitm import AITM
 from recsys_mtl.modules.gating import DomainGating
 
@@ -61,31 +62,25 @@ class MultiTaskModel(nn.Module):
         self.towers = towers
         self.gating = gating
         self.transfer = transfer
+        # set by ``models.adapters.insert_adapters`` (``adapt:``): detach the pooled embeddings; run the
+        # dense part once per group of tasks that read different adapters
+        self.freeze_embeddings = False
+        self.routing: Routing | None = None
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The dense parameters below the towers (dense MLP and backbone): those several tasks' losses
         reach. PCGrad projects the tasks' gradients on these; the embeddings are left to the fused
         optimizer, which sees the summed loss only."""
-        return [p for module in (self.dense_arch, self.backbone) for p in module.parameters()]
+        return [p for module in (self.dense_arch, self.backbone) for p in module.parameters() if p.requires_grad]
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the last layer every task reads: the backbone's last shared layer, or the
         dense MLP's last layer when the backbone shares none (cross-stitch). GradNorm's ``W``."""
         layers = self.backbone.last_shared_layer() or self.dense_arch.last_linear()
-        return [p for layer in layers for p in layer.parameters()]
+        return [p for layer in layers for p in layer.parameters() if p.requires_grad]
 
-    def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``(KJT with F keys and stride B, [B, Fd]) -> {tower: [B]}``"""
-        per_feature = {} if self.ebc is None else self.ebc(sparse).to_dict()  # {feature: [B, D]}
-        if self.managed is not None:
-            pooled, _ = self.managed(sparse)  # (KeyedTensor, remapped ids: None, not asked for)
-            per_feature.update(pooled.to_dict())
-        embedded = torch.cat([per_feature[name] for name in self.feature_names], dim=1)  # [B, F * D]
-        conditions = None
-        if self.gating is not None:
-            domain = self.gating.domain(per_feature)  # [B, Dd]
-            embedded = self.gating.embeddings(embedded, domain)
-            conditions = self.gating.tasks(domain)  # [T, B, K + Dd]
+    def represent(self, embedded: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``([B, F * D], [B, Fd]) -> [T, B, H]`` float32: the dense MLP, the interaction and the backbone."""
         dense_out = self.dense_arch(dense)  # [B, Dd] (Dd == D with the interaction)
         if self.interaction is None:
             x = torch.cat([embedded, dense_out], dim=1)  # [B, Din]
@@ -93,11 +88,27 @@ class MultiTaskModel(nn.Module):
             stacked = embedded.view(embedded.shape[0], -1, dense_out.shape[1])  # [B, F, D]
             # [B, F*D + D + (F+1)F/2]: raw embeddings, dense projection, pairwise dots
             x = torch.cat([embedded, self.interaction(dense_out, stacked)], dim=1)
-        # the device of a weight, not of x: the train pipeline fx-traces this method with x a proxy
+        # the device of a weight, not of x: the train pipeline fx-traces forward with x a proxy
         device_type = next(self.towers.parameters()).device.type
         with torch.autocast(device_type, dtype=self.compute_dtype or torch.float32, enabled=self.compute_dtype is not None):
             reps = self.backbone(x)  # [T, B, H]
-        reps = reps.float()
+        return reps.float()
+
+    def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(KJT with F keys and stride B, [B, Fd]) -> {tower: [B]}``"""
+        per_feature = {} if self.ebc is None else self.ebc(sparse).to_dict()  # {feature: [B, D]}
+        if self.managed is not None:
+            pooled, _ = self.managed(sparse)  # (KeyedTensor, remapped ids: None, not asked for)
+            per_feature.update(pooled.to_dict())
+        if self.freeze_embeddings:  # adaptation: no gradient reaches the tables, so the fused optimizer leaves them
+            per_feature = {name: per_feature[name].detach() for name in self.feature_names}  # by name: fx-traceable
+        embedded = torch.cat([per_feature[name] for name in self.feature_names], dim=1)  # [B, F * D]
+        conditions = None
+        if self.gating is not None:
+            domain = self.gating.domain(per_feature)  # [B, Dd]
+            embedded = self.gating.embeddings(embedded, domain)
+            conditions = self.gating.tasks(domain)  # [T, B, K + Dd]
+        reps = self.represent(embedded, dense) if self.routing is None else self.routing.run(self, lambda: self.represent(embedded, dense))
         q = {
             name: tower.hidden(reps[i], None if conditions is None else conditions[i])  # [B, Ht]
             for i, (name, tower) in enumerate(self.towers.items())

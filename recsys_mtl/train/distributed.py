@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torchrec.distributed.model_parallel import DataParallelWrapper, DefaultDataParallelWrapper
 
 from recsys_mtl.config import ConfigError, TrainConfig
 from recsys_mtl.errors import CollectiveTimeout, DataError
@@ -158,3 +159,18 @@ def timeout_message(exc: BaseException, timeout_s: float) -> str:
         f"log shows where. If that rank is only slow (a large checkpoint or evaluation, a slow data store), "
         f"raise {TIMEOUT_KEY}. ({detail})"
     )
+
+
+class _Unwrapped(DataParallelWrapper):
+    """DistributedModelParallel's dense part left as it is (one process: nothing to all-reduce)."""
+
+    def wrap(self, dmp, env, device) -> None:  # noqa: ANN001 - torchrec's signature
+        pass
+
+
+def dense_wrapper(world_size: int) -> DataParallelWrapper:
+    """How DistributedModelParallel replicates the dense layers: DDP (TorchRec's default: static graph,
+    25 MB buckets) over several ranks; nothing in one process, where DDP would only add its forward hooks
+    and copy every gradient into buckets and back for an all-reduce over one rank (about a tenth of a
+    small batch's step on CPU; ``bench/step_profile.py``)."""
+    return DefaultDataParallelWrapper() if world_size > 1 else _Unwrapped()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from recsys_mtl.features.batch import Batch
 from recsys_mtl.features.dense import DenseStats
 from recsys_mtl.features.processor import FeatureProcessor
 from recsys_mtl.features.vocab import VOCAB_FILE, Vocabularies, vocab_features
+from recsys_mtl.models.adapters import require_source
 from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.progress import Progress
 from recsys_mtl.tasks.graph import TaskSpec
@@ -47,6 +49,7 @@ from recsys_mtl.train.distributed import (
     DistEnv,
     broadcast_object,
     collective_timeouts,
+    dense_wrapper,
     init_distributed,
     on_main,
     shutdown,
@@ -59,7 +62,7 @@ from recsys_mtl.train.pipeline import BalancedTrainPipeline
 from recsys_mtl.train.resume import check_out_dir
 from recsys_mtl.train.selection import Selection
 from recsys_mtl.train.sharding import describe_plan, make_plan, sharders
-from recsys_mtl.train.warm_start import warm_start
+from recsys_mtl.train.warm_start import source_directory, warm_start
 
 log = logging.getLogger("recsys_mtl.train")
 
@@ -95,14 +98,18 @@ def _epochs(reader: BatchReader, start: Position, epochs: int) -> Iterator[Batch
         yield from reader
 
 
-def _dense_stats(config: Config, out: Path, env: DistEnv, resuming: bool) -> DenseStats:
+def _dense_stats(config: Config, out: Path, env: DistEnv, resuming: bool, frozen: Path | None = None) -> DenseStats:
     """Train-split statistics, computed once by rank 0 (reread when resuming, so a resumed run
-    transforms its inputs exactly as before) and shared with every rank."""
+    transforms its inputs exactly as before) and shared with every rank. ``frozen``: the source of an
+    adaptation run, whose statistics are kept (its frozen layers read inputs transformed as before)."""
     path = out / "dense_stats.json"
     stats = None
     if env.is_main:
         if resuming and path.is_file():
             stats = DenseStats.load(path)
+        elif frozen is not None:
+            stats = DenseStats.load(source_directory(frozen) / "dense_stats.json")
+            stats.save(path)
         else:
             source = ParquetSource(config.data.train)
             stats = DenseStats.of_source(config.features.dense, source)
@@ -110,16 +117,19 @@ def _dense_stats(config: Config, out: Path, env: DistEnv, resuming: bool) -> Den
     return DenseStats.from_dict(broadcast_object(stats.to_dict() if stats else None))
 
 
-def _vocabularies(config: Config, out: Path, env: DistEnv, resuming: bool) -> Vocabularies | None:
+def _vocabularies(config: Config, out: Path, env: DistEnv, resuming: bool, frozen: Path | None = None) -> Vocabularies | None:
     """The ``id_map: vocab`` features' vocabularies, built by rank 0 in one pass over the train split
-    and saved as ``RUN/vocab.parquet`` (reread when resuming: ids keep their rows), shared with every rank."""
+    and saved as ``RUN/vocab.parquet`` (reread when resuming: ids keep their rows), shared with every rank.
+    ``frozen``: the source of an adaptation run, whose vocabularies are kept (its frozen rows keep their ids)."""
     features = vocab_features(config)
     if not features:
         return None
     path = out / VOCAB_FILE
     data = None
     if env.is_main:
-        if not (resuming and path.is_file()):
+        if frozen is not None and not (resuming and path.is_file()):
+            shutil.copyfile(source_directory(frozen) / VOCAB_FILE, path)
+        elif not (resuming and path.is_file()):
             Vocabularies.of_source(features, ParquetSource(config.data.train)).save(path)
         data = path.read_bytes()
     return Vocabularies.from_bytes(broadcast_object(data))
@@ -144,7 +154,9 @@ def build_sharded(config: Config, env: DistEnv, scheduled_steps: int) -> tuple[D
     with warnings.catch_warnings():
         # torchrec 1.8 itself passes DDP's deprecated broadcast_buffers; nothing to act on here
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*is deprecated", category=FutureWarning)
-        model = DistributedModelParallel(module, device=env.device, plan=plan, sharders=sharders(config))
+        model = DistributedModelParallel(
+            module, device=env.device, plan=plan, sharders=sharders(config), data_parallel_wrapper=dense_wrapper(env.world_size)
+        )
     return model, TrainOptimizer(model, config.train, scheduled_steps), plan
 
 
@@ -165,12 +177,14 @@ def train(config: Config, out: Path, resume: bool = False, init_from: Path | Non
 def _train(config: Config, out: Path, resume: bool, env: DistEnv, init_from: Path | None) -> dict[str, Any]:
     t = config.train
     latest = check_out_dir(config, out, resume, env.world_size)  # reads only: a refused resume leaves the run as it was
+    require_source(config, init_from, resuming=latest is not None)
     _check_labels(config, env)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    stats = _dense_stats(config, out, env, resuming=latest is not None)
-    vocabs = _vocabularies(config, out, env, resuming=latest is not None)
+    frozen = init_from if config.adapt is not None and latest is None else None  # adaptation: the source's input transforms
+    stats = _dense_stats(config, out, env, resuming=latest is not None, frozen=frozen)
+    vocabs = _vocabularies(config, out, env, resuming=latest is not None, frozen=frozen)
     if env.is_main:
         save_config(config, out / "config.yaml")
 

@@ -6,6 +6,8 @@ What carries over, tensor by tensor (the train module's state, keyed as in a che
 * an embedding table of the same name and dim: every row the new table has room for (a table made
   larger keeps all its rows and initialises the new ones; one made smaller keeps its first rows);
 * any other tensor of the same name and shape (dense layers, towers, gates, balancer state);
+* a backbone tensor laid out one block of rows per task (MMoE's gates ``[T * E, Din]``, PLE's
+  task experts ``[T * Et, O, I]``) when tasks were added or removed: each task's block, by task name;
 * a layer reading the backbone input (the first layer of each expert, each gate) when features were
   added or removed: the columns of the inputs both configs have, matched by name
   (``backbone_input_columns``: embedding components, dense projection, pairwise dots);
@@ -85,11 +87,23 @@ class Summary:
         return "\n".join(lines)
 
 
+def is_run(path: Path) -> bool:
+    """Whether ``path`` is a training run directory (else a model version or root)."""
+    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+
+
+def source_directory(path: Path) -> Path:
+    """The directory holding the source's ``dense_stats.json`` and vocabularies: the run, or the version
+    (a model root's newest)."""
+    path = Path(path)
+    return path if is_run(path) else resolve_model_path(path)
+
+
 def read_source(path: Path) -> Source:
     """The weights of a training run (its latest checkpoint, gathered from any world size) or of a model
     version (a model root: its newest usable version); ``ConfigError`` naming what is wrong."""
     path = Path(path)
-    if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+    if is_run(path):
         run = load_run(path)  # its latest checkpoint, gathered into whole tensors
         return Source(run.checkpoint, run.config, run.module.state_dict(), run.vocabs)
     if not path.exists():
@@ -135,6 +149,18 @@ def _vocab_rows(source: Source, vocabs: Vocabularies | None, table: str, config:
     found = pc.index_in(new.ids, value_set=old.ids).to_numpy(zero_copy_only=False)  # NaN where not found
     new_rows = [0] + [i + 1 for i, j in enumerate(found) if j == j]
     return new_rows, [0] + [int(j) + 1 for j in found if j == j]
+
+
+def _task_blocks(key: str, old: torch.Tensor, init: torch.Tensor, old_tasks: list[str], new_tasks: list[str]) -> tuple[int, list[tuple[int, int]]] | None:
+    """For a backbone tensor laid out as one block of ``k`` rows per task (``[T * k, ...]``) when
+    the task list changed: ``(k, [(new task index, source task index)])`` of the tasks both lists have; None
+    for any other tensor."""
+    if old_tasks == new_tasks or not key.startswith("model.backbone.") or old.dim() == 0:
+        return None
+    size, rest = divmod(old.shape[0], len(old_tasks))
+    if rest or not size or old.shape[1:] != init.shape[1:] or init.shape[0] != size * len(new_tasks):
+        return None
+    return size, [(j, old_tasks.index(t)) for j, t in enumerate(new_tasks) if t in old_tasks]
 
 
 def _check_tables(source: Source, config: Config) -> None:
@@ -184,6 +210,7 @@ def merge(
     summary = Summary(str(source.path))
     _check_tables(source, config)
     old_cols, new_cols = backbone_input_columns(source.config), backbone_input_columns(config)
+    old_tasks, new_tasks = [t.name for t in source.config.tasks], [t.name for t in config.tasks]
     merged, summary.resized = _managed(source, config, fresh, world_size)
     for key, init in fresh.items():
         old = source.state.get(key)
@@ -218,6 +245,14 @@ def merge(
             merged[key] = init.clone()
             merged[key][..., [j for j, _ in both]] = old[..., [i for _, i in both]]
             summary.resized[key] = f"input columns {len(old_cols)} -> {len(new_cols)}: {len(both)} kept by input name"
+        elif (blocks := _task_blocks(key, old, init, old_tasks, new_tasks)) is not None:
+            # one block of rows per task (MMoE's gates, PLE's task experts): each task keeps its own
+            size, pairs = blocks
+            merged[key] = init.clone()
+            for j, i in pairs:
+                merged[key][j * size:(j + 1) * size] = old[i * size:(i + 1) * size]
+            fresh_tasks = [t for t in new_tasks if t not in old_tasks]
+            summary.resized[key] = f"a block of {size} per task: {len(pairs)} kept by task name, {fresh_tasks or 'none'} initialised"
         else:
             merged[key] = init
             summary.new[key] = f"shape {list(old.shape)} in the source, {list(init.shape)} here: initialised"

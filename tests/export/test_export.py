@@ -296,8 +296,8 @@ def diverged_copy(run, dest, names: list[str]):
 
 def test_export_refuses_a_checkpoint_with_non_finite_weights_and_writes_nothing(small_run, tmp_path):
     names = [
-        "towers.click.head.bias", "ebc.embedding_bags.item_id.weight", "backbone.gates.0.weight",
-        "dense_arch.0.weight", "towers.watch_time.mlp.0.weight", "backbone.experts.3.2.bias", "ebc.embedding_bags.hour.weight",
+        "towers.click.head.bias", "ebc.embedding_bags.item_id.weight", "backbone.gates.weight",
+        "dense_arch.0.weight", "towers.watch_time.mlp.0.weight", "backbone.experts.layers.1.bias", "ebc.embedding_bags.hour.weight",
     ]
     checkpoint = diverged_copy(small_run, tmp_path / "run", names)
     out = tmp_path / "models"
@@ -306,7 +306,7 @@ def test_export_refuses_a_checkpoint_with_non_finite_weights_and_writes_nothing(
         refused = cli("export", "--run", str(tmp_path / "run"), "--out", str(out), "--version", "v1", *extra)
         assert refused.returncode == 2, refused.stderr[-3000:]
         message = refused.stderr.strip().splitlines()[-1]
-        assert "error:" in message and "7 of 47 weight tensors hold NaN or infinite values" in message, message
+        assert "error:" in message and "7 of 31 weight tensors hold NaN or infinite values" in message, message
         assert str(checkpoint) in message and "nothing exported" in message
         shown = [name for name in names if name in message]
         assert len(shown) == 5 and "(2 more)" in message, message  # the first few, by state order
@@ -317,7 +317,7 @@ def test_writing_an_artifact_with_non_finite_weights_or_failing_midway_leaves_no
     artifact = load_artifact(model_root / "v1")
     with torch.no_grad():
         artifact.model.towers["conversion"].head.bias.fill_(float("-inf"))
-    with pytest.raises(ArtifactError, match=r"version v2: 1 of 47 weight tensors .*towers\.conversion\.head\.bias"):
+    with pytest.raises(ArtifactError, match=r"version v2: 1 of 31 weight tensors .*towers\.conversion\.head\.bias"):
         write_artifact(tmp_path, "v2", artifact.model, artifact.config, artifact.stats, {})
     assert list(tmp_path.iterdir()) == []
     # int8 embedding tables are integers: only the float tensors are checked
@@ -339,6 +339,6 @@ def test_a_version_with_non_finite_weights_passes_its_checksums_but_is_not_loade
     bad = tampered_version(model_root / "v1", tmp_path / "v2", one_nan("ebc.embedding_bags.item_id.weight"))
     assert verify(bad)["version"] == "v2"  # the checksums match: only the values give it away
     for load in (load_artifact, load_scorer):
-        with pytest.raises(ArtifactError, match=r"1 of 47 weight tensors hold NaN .*\(ebc\.embedding_bags\.item_id\.weight\)"):
+        with pytest.raises(ArtifactError, match=r"1 of 31 weight tensors hold NaN .*\(ebc\.embedding_bags\.item_id\.weight\)"):
             load(bad)
     assert load_scorer(model_root / "v1").version == "v1"

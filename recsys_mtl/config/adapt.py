@@ -1,0 +1,54 @@
+"""The ``adapt:`` section: parameter-efficient adaptation of a trained model (SPEC §9; README "Adapting a
+trained model"). Checked against the rest of the config in ``Config``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from recsys_mtl.config.section import Section
+
+AdaptLayer = Literal["backbone", "dense_arch", "towers"]
+
+
+class AdaptConfig(Section):
+    """Train only low-rank adapters (and the towers of ``tasks``) on top of a frozen model given by
+    ``train --init-from`` (required).
+
+    * ``kind``: ``lora`` (Hu et al. 2021), ``mtlora`` (a path shared by the adapted tasks plus one per task;
+      Agiza et al., CVPR 2024), ``moelora`` (``num_experts`` LoRA experts mixed by a gate per task; MOELoRA,
+      Liu et al., SIGIR 2024);
+    * ``layers``: where: ``backbone`` (every expert, gate and shared-bottom / column layer), ``dense_arch``
+      (the MLP over the dense features), ``towers`` (plain LoRA on the towers of the adapted tasks that are
+      not retrained whole; only with ``tasks`` empty);
+    * ``tasks``: the new (or re-trained) tasks: their towers train whole and the adapters apply to them
+      only, so every other task's outputs stay exactly the frozen model's. Empty: the adapters apply to
+      every task (new data, a new surface);
+    * ``freeze_embeddings``: the embedding tables stay as loaded (the pooled embeddings are detached, so
+      the fused embedding optimizer never sees a gradient); false: they keep training.
+
+    The base dense parameters are always frozen. B starts at zero, so the adapted model starts exactly
+    as the loaded one.
+    """
+
+    kind: Literal["lora", "mtlora", "moelora"] = "lora"
+    rank: PositiveInt = Field(default=8, description="rank r of each adapter (moelora: the total over its experts)")
+    alpha: float = Field(default=16.0, gt=0.0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on the adapters' input")
+    layers: tuple[AdaptLayer, ...] = Field(default=("backbone",), min_length=1, description="backbone, dense_arch, towers")
+    tasks: tuple[str, ...] = Field(default=(), description="new tasks: towers trained, adapters only theirs; empty: all tasks")
+    task_rank: PositiveInt | None = Field(default=None, description="mtlora: rank of the task paths (default: rank)")
+    num_experts: PositiveInt = Field(default=2, description="moelora: LoRA experts per layer")
+    freeze_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AdaptConfig:
+        if self.kind == "moelora" and self.rank % self.num_experts:
+            raise ValueError(f"adapt.rank={self.rank} must be divisible by adapt.num_experts={self.num_experts} (moelora)")
+        if len(set(self.layers)) != len(self.layers) or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"adapt.layers and adapt.tasks must not repeat a name; got {list(self.layers)}, {list(self.tasks)}")
+        if "towers" in self.layers and self.tasks:
+            raise ValueError("adapt.layers: towers adapts the towers of tasks that are not retrained; with adapt.tasks "
+                             "set, only those tasks are adapted and their towers train whole (drop towers)")
+        return self

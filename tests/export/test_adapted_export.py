@@ -1,0 +1,61 @@
+"""An adapted run (issue 18) exports and serves like any other: merged into a plain model when every task
+reads its adapters alike, else as base + adapters."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+
+from recsys_mtl.config import load_config
+from recsys_mtl.export.artifact import WEIGHTS
+from recsys_mtl.export.export import export_run
+from recsys_mtl.export.load import load_artifact
+from recsys_mtl.models.builder import build_train_module
+from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
+from tests.models.test_builder import make_batch
+from tests.train.conftest import check, cli
+
+
+def run_logits(run, batch):
+    module = build_train_module(load_config(run / "config.yaml"), "cpu").eval()
+    load_unsharded(latest_checkpoint(run / "checkpoints"), module)
+    with torch.no_grad():
+        return module.model(batch.sparse, batch.dense)
+
+
+def served_logits(version, batch):
+    with torch.no_grad():
+        return load_artifact(version).model(batch.sparse, batch.dense)
+
+
+def test_task_specific_adapters_are_exported_beside_the_base_and_serve_the_runs_outputs(adapted_run, tmp_path):
+    path, meta = export_run(adapted_run, tmp_path / "models", version="v1")
+    adapters = meta["adapters"]
+    assert adapters["merged"] is False and adapters["kind"] == "mtlora" and adapters["tasks"] == ["converted"]
+    stored = load_file(path / WEIGHTS)
+    in_adapters = {k: v for k, v in stored.items() if ".adapter." in k}
+    assert sum(v.numel() for v in in_adapters.values()) == adapters["parameters"] > 0
+    assert load_artifact(path).config.adapt is not None
+    batch = make_batch(load_config(adapted_run / "config.yaml"))
+    expected = run_logits(adapted_run, batch)
+    for task, logits in served_logits(path, batch).items():
+        torch.testing.assert_close(logits, expected[task], rtol=0, atol=0, msg=task)
+
+
+def test_shared_lora_is_merged_into_a_plain_model_of_the_source_size(small_run, model_root, tmp_path):
+    run = tmp_path / "run"
+    adapt = "adapt={kind: lora, rank: 4, layers: [backbone, dense_arch, towers]}"
+    check(cli("train", "--config", str(small_run / "config.yaml"), "--out", str(run), "--init-from", str(model_root), adapt,
+              "train.max_steps=3", "train.warmup_steps=0", "train.dense_lr=0.05"))
+    path, meta = export_run(run, tmp_path / "models", version="v1")
+    assert meta["adapters"]["merged"] is True and meta["adapters"]["parameters"] > 0
+    served = load_artifact(path)
+    assert served.config.adapt is None
+    plain = load_file(model_root / "v1" / WEIGHTS)
+    stored = load_file(path / WEIGHTS)
+    assert {k: v.shape for k, v in stored.items()} == {k: v.shape for k, v in plain.items()}  # the source's size
+    assert any(not torch.equal(stored[k], plain[k]) for k in stored if k.startswith("backbone."))  # folded in
+    batch = make_batch(load_config(run / "config.yaml"))
+    expected = run_logits(run, batch)
+    for task, logits in served_logits(path, batch).items():
+        torch.testing.assert_close(logits, expected[task], rtol=1e-5, atol=1e-5, msg=task)
