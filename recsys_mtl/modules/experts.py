@@ -49,7 +49,7 @@ class BatchedLinear(nn.Module):
         m, o, i = weight.shape
         if x.dim() == 2:  # a shared input: one GEMM against the experts' weights side by side
             y = F.linear(x, weight.reshape(m * o, i), bias.reshape(m * o))  # [B, M * O]
-            return y.view(x.shape[0], m, o).transpose(0, 1)
+            return y.view(x.shape[0], m, o).transpose(0, 1).contiguous()
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [M, B, O]
 
     def extra_repr(self) -> str:
@@ -61,7 +61,17 @@ class ExpertBank(nn.Module):
 
     ``[B, I] | [N, B, I] -> [N, B, H]``; ``experts`` (``[M]`` indices) runs only those: ``-> [M, B, H]``.
     With empty ``dims`` each expert is the identity and ``H == I``.
+
+    Two schedules of the same computation (the same parameters, the same result): all experts layer by
+    layer in batched products (the default: few, large kernels), or, on the CPU once the bank's widest
+    activation ``N * B * max(width)`` floats exceeds ``per_expert_bytes``, expert by expert through all its
+    layers, so that each expert's activations are still in cache when its next layer and activation read
+    them. Measured on the default model (4 experts 258 -> 256 -> 128, 2 threads; ``bench/step_profile.py``):
+    the batched schedule is 15-25 % faster per step at batch 256, the per-expert one about 25 % faster at
+    batch 2048, where the batched activations (8 MB per layer) no longer fit in cache.
     """
+
+    per_expert_bytes = 4 * 2**20
 
     def __init__(self, in_dim: int, num: int, dims: Sequence[int], activation: str = "relu", dropout: float = 0.0):
         super().__init__()
@@ -77,9 +87,19 @@ class ExpertBank(nn.Module):
         if not self.layers:
             m = self.num if experts is None else len(experts)
             return x.expand(m, *x.shape) if x.dim() == 2 else x
+        widest = max(layer.out_features for layer in self.layers)
+        if experts is None and x.device.type == "cpu" and self.num * x.shape[-2] * widest * x.element_size() > self.per_expert_bytes:
+            return torch.cat([self._one(x if x.dim() == 2 else x[n], n) for n in range(self.num)])
         for layer in self.layers:
             x = self.dropout(self.activation(layer(x, experts)))
         return x
+
+    def _one(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """``[B, I] -> [1, B, H]``: expert n through all its layers."""
+        index = torch.tensor([n], device=x.device)
+        for layer in self.layers:
+            x = self.dropout(self.activation(layer(x, index)))[0]  # [B, O]
+        return x.unsqueeze(0)
 
     def last_linear(self) -> list[nn.Module]:
         """The last batched layer (``[]`` for identity experts)."""

@@ -8,6 +8,7 @@ from torch import nn
 
 from recsys_mtl.modules.backbones import PLE, MMoE
 from recsys_mtl.modules.experts import BatchedLinear, ExpertBank, upgrade_legacy_state
+from recsys_mtl.modules.lora import add_adapters
 from recsys_mtl.modules.mlp import MLP
 
 B, DIN, N = 16, 6, 3
@@ -87,3 +88,30 @@ def test_a_model_saved_per_expert_by_an_earlier_release_loads_and_scores_the_sam
     fresh.load_state_dict(old, strict=True)
     x = torch.randn(B, DIN)
     torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("adapted", [False, True])
+@pytest.mark.parametrize("shared_input", [True, False])
+def test_the_per_expert_schedule_computes_what_the_batched_one_does(shared_input, adapted, monkeypatch):
+    torch.manual_seed(3)
+    bank = ExpertBank(DIN, N, DIMS)
+    if adapted:  # LoRA on every layer, its B made non-zero so that the adapters contribute
+        add_adapters(bank, rank=2, alpha=4.0)
+        with torch.no_grad():
+            for name, p in bank.named_parameters():
+                if name.endswith(".B"):
+                    p.normal_()
+    x = torch.randn(B, DIN) if shared_input else torch.randn(N, B, DIN)
+    batched = bank(x)
+    batched.square().sum().backward()
+    grads = [p.grad.clone() for p in bank.parameters() if p.requires_grad]
+    bank.zero_grad()
+    monkeypatch.setattr(ExpertBank, "per_expert_bytes", 0)  # every bank is "large": expert by expert
+    ran = []
+    bank.layers[0].register_forward_hook(lambda _m, args, _out: ran.append(args[1]))
+    per_expert = bank(x)
+    assert [int(i) for i in ran] == list(range(N))  # one call per expert
+    torch.testing.assert_close(per_expert, batched)
+    per_expert.square().sum().backward()
+    for p, g in zip([p for p in bank.parameters() if p.requires_grad], grads, strict=True):
+        torch.testing.assert_close(p.grad, g)
