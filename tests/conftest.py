@@ -69,6 +69,17 @@ def model_root(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return root
 
 
+@pytest.fixture(scope="session")
+def small_run_report(small_run: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``recsys-mtl evaluate`` of ``small_run`` on the test split, on 1 rank at the run's batch size: the report
+    directory (metrics.json, report.html, ...). Tests must not change it."""
+    from tests.train.conftest import check, cli
+
+    out = tmp_path_factory.mktemp("small_run_report") / "report"
+    check(cli("evaluate", "--run", str(small_run), "--data", str(small_data / "test"), "--out", str(out)))
+    return out
+
+
 # a new funnel stage (labelled by conversion, so the generator's data has it) added to small_run's three tasks
 NEW_TASK = "tasks=[{name: click}, {name: conversion, after: click}, {name: watch_time, type: weighted_logistic}, {name: converted, label: conversion, after: click}]"
 
@@ -83,4 +94,17 @@ def adapted_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     adapt = "adapt={kind: mtlora, rank: 4, tasks: [converted], layers: [backbone, dense_arch]}"
     check(cli("train", "--config", str(small_run / "config.yaml"), "--out", str(out), "--nproc", "2", "--init-from",
               str(small_run), NEW_TASK, adapt, "train.max_steps=4", "train.warmup_steps=0", "train.log_every_steps=2"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def domain_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_run adapted on 2 ranks with per-domain adapters (MLoRA): each row reads the LoRA paths of its
+    ``device`` bucket, plus a path every device shares, in the backbone, the dense MLP and the towers; 4 steps."""
+    from tests.train.conftest import check, cli
+
+    out = tmp_path_factory.mktemp("domain_run") / "run"
+    adapt = "adapt={kind: lora, rank: 4, layers: [backbone, dense_arch, towers], domain_feature: device, domain_shared: true}"
+    check(cli("train", "--config", str(small_run / "config.yaml"), "--out", str(out), "--nproc", "2", "--init-from",
+              str(small_run), adapt, "train.max_steps=4", "train.warmup_steps=0", "train.log_every_steps=2"))
     return out

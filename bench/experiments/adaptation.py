@@ -1,14 +1,18 @@
-"""Adding an objective to a trained model (issue 18, item 4): on the generator's six-objective data, a
-model trained on five objectives (all but share) gets the sixth by (a) MTLoRA adapters serving share only
-plus its new tower (`adapt:`), (b) full fine-tuning of all six from the five-objective model
-(`--init-from`), (c) training all six from scratch. Reported: share's AUC, the old tasks' metrics before
-(the five-objective model) and after, trainable parameters (dense; embedding rows counted apart) and the
-wall time of each `recsys-mtl train` command.
+"""Adapting a trained model (issue 18, item 4), two experiments; one process, a small MMoE
+(`model.hidden_dims=[64,32]`), one epoch per run, the same train and test rows for every arm. Each prints
+a Markdown table and writes the results to ``--out`` as JSON.
 
-    python bench/experiments/adaptation.py [--rows 200000] [--work DIR] [--out adaptation.json]
+``--experiment objective``: on the generator's six-objective data, a model trained on five objectives
+(all but share) gets the sixth by (a) MTLoRA adapters serving share only plus its new tower (`adapt:`),
+(b) full fine-tuning of all six from the five-objective model (`--init-from`), (c) training all six from
+scratch. Reported: share's AUC, the old tasks' metrics before (the five-objective model) and after,
+trainable parameters (dense; embedding rows counted apart) and the wall time of each `recsys-mtl train`.
 
-One process, a small MMoE (`model.hidden_dims=[64,32]`), one epoch per run; the same train and test rows
-for every arm. Prints a Markdown table and writes the results to ``--out`` as JSON.
+``--experiment surface`` (``surfaces.py``): a model trained on surface A adapted to A + a second surface
+B whose label rates differ, by per-domain adapters, one shared LoRA, or full fine-tuning; AUC per task
+per surface.
+
+    python bench/experiments/adaptation.py [--experiment objective|surface] [--rows 200000] [--seed 0] [--work DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -59,7 +63,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="keep data and runs here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path("adaptation.json"), help="results (JSON)")
+    parser.add_argument("--experiment", choices=["objective", "surface"], default="objective")
     args = parser.parse_args()
+    if args.experiment == "surface":
+        from bench.experiments import surfaces  # it reads this module's settings
+
+        surfaces.main(args.rows, args.seed, args.work, args.out)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.work or Path(tmp)).resolve()
         data, runs = work / "data", work / "runs"

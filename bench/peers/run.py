@@ -106,13 +106,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def speed_table(grid: dict[tuple[str, int], dict[str, float]]) -> str:
-    """Markdown: per (data set, batch) each MMoE arm's samples/s and recsys-mtl's over the faster peer's."""
+def speed_table(grid: dict[tuple[str, int], dict[str, dict]]) -> str:
+    """Markdown: per (data set, batch) each MMoE arm's samples/s and recsys-mtl's over the faster peer's;
+    then each arm's forward p50 at 100 and 500 candidates (the same model whatever the batch: the runs of
+    each data set's first batch size)."""
     lines = ["| data | batch | recsys-mtl | DeepCTR-Torch MMOE | torch-rechub MMOE | ratio to the faster peer |",
              "|---|---:|---:|---:|---:|---:|"]
-    for (data, batch), rate in grid.items():
+    for (data, batch), rows in grid.items():
+        rate = {arm: row["samples_per_s"] for arm, row in rows.items()}
         ours, peers = rate["recsys-mtl-mmoe"], [rate[a] for a in SPEED_ARMS if not a.startswith("recsys")]
         lines.append(f"| {data} | {batch} | {ours:,.0f} | {peers[0]:,.0f} | {peers[1]:,.0f} | {ours / max(peers):.2f}x |")
+    lines += ["", "| data | candidates | recsys-mtl p50 ms | DeepCTR-Torch p50 ms | torch-rechub p50 ms |", "|---|---:|---:|---:|---:|"]
+    for data in dict.fromkeys(d for d, _ in grid):
+        rows = next(r for (d, _), r in grid.items() if d == data)
+        for n in (100, 500):
+            p50 = [{int(k): v for k, v in rows[a]["latency"].items()}[n][0] for a in ("recsys-mtl-mmoe", *SPEED_ARMS[:2])]
+            lines.append(f"| {data} | {n} | {p50[0]:.2f} | {p50[1]:.2f} | {p50[2]:.2f} |")
     return "\n".join(lines)
 
 
@@ -127,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated data set")
     parser.add_argument("--work", type=Path, default=Path("bench-peers-work"))
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms of the accuracy table (none: skip it)")
+    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS, help="arms of the accuracy table (none: skip it)")
     parser.add_argument("--speed-batches", type=int, nargs="*", default=[256, 512, 2048], help="batch sizes of the speed table")
     parser.add_argument("--speed-data", nargs="*", default=["synthetic", "small"], choices=["synthetic", "small"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of every arm")
@@ -150,16 +159,16 @@ def main() -> None:
         print(f"  done in {rows[-1]['seconds']:.0f} s", flush=True)
     if rows:
         print(table(rows))
-    grid: dict[tuple[str, int], dict[str, float]] = {}
+    grid: dict[tuple[str, int], dict[str, dict]] = {}
     for data in args.speed_data:
         for batch in args.speed_batches:
             for arm in SPEED_ARMS:
                 print(f"running {arm} ({data}, batch {batch}) ...", flush=True)
-                grid.setdefault((data, batch), {})[arm] = spawn(arm, data, args.rows, batch, args)["samples_per_s"]
+                grid.setdefault((data, batch), {})[arm] = spawn(arm, data, args.rows, batch, args)
     if grid:
         print(speed_table(grid))
     (args.work / "results.json").write_text(json.dumps({"accuracy": rows, "speed": [
-        {"data": d, "batch": b, **r} for (d, b), r in grid.items()]}, indent=1, default=float))
+        {"data": d, "batch": b, "arms": r} for (d, b), r in grid.items()]}, indent=1, default=float))
 
 
 if __name__ == "__main__":

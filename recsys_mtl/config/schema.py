@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from recsys_mtl.config.adapt import AdaptConfig
+from recsys_mtl.config.adapt import AdaptConfig, check_domain_feature
 from recsys_mtl.config.features import FeaturesConfig
 from recsys_mtl.config.legacy import legacy_tasks_message
 from recsys_mtl.config.section import Section
@@ -346,6 +346,12 @@ class Config(Section):
             unknown = sorted(set(self.adapt.tasks) - {t.name for t in self.tasks})
             if unknown:
                 raise ValueError(f"adapt.tasks names {unknown}, not tasks; tasks: {[t.name for t in self.tasks]}")
+            if self.adapt.domain_feature is not None:
+                check_domain_feature(self.adapt.domain_feature, self.features)
+                if "backbone" in self.adapt.layers and m.backbone == "sparse_moe" and m.moe_router == "topk":
+                    raise ValueError("adapt.domain_feature: the top-k sparse MoE runs its experts on rows regrouped per "
+                                     "expert, which the per-row domain paths do not follow; adapt dense_arch / towers, or "
+                                     "use model.moe_router=dselect")
         if self.train.select is not None:
             tasks = {t.name: {"type": t.type, "after": t.after, "where": t.where} for t in self.tasks}
             check_select(self.train.select.metric, tasks, groups=self.group_key is not None, has_eval=self.data.eval is not None)

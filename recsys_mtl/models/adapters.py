@@ -13,9 +13,13 @@ When the adapters in the shared layers (dense MLP, backbone) do not apply the sa
 group (``models.routing``): the unadapted tasks read a run with the adapters off, so their outputs are
 exactly the frozen model's.
 
-``merge_for_serving``: when every adapter applies the same way to every task that reads it, the adapters
-are folded into the base weights and the result is a plain model (the config without ``adapt:``);
-otherwise the model is served as base + adapters.
+With ``adapt.domain_feature`` every adapter is per domain (``modules.lora.DomainLoRA``, MLoRA): the model
+reads each row's bucket of that feature from the KJT it is given (``MultiTaskModel.domain``) and every
+adapter applies that bucket's path to the row.
+
+``merge_for_serving``: when every adapter applies the same way to every task and every row that reads
+it, the adapters are folded into the base weights and the result is a plain model (the config without
+``adapt:``); otherwise the model is served as base + adapters.
 """
 
 from __future__ import annotations
@@ -44,12 +48,17 @@ def task_dependent(adapt: AdaptConfig, tasks: list[str]) -> bool:
 
 
 def mergeable(adapt: AdaptConfig, tasks: list[str]) -> bool:
-    """Whether the adapters fold into one plain model (towers take plain LoRA, always mergeable)."""
+    """Whether the adapters fold into one plain model (towers take plain LoRA, mergeable unless per domain)."""
+    if adapt.domain_feature is not None:
+        return False
     return not (set(adapt.layers) & set(SHARED)) or not task_dependent(adapt, tasks)
 
 
-def insert_adapters(model: MultiTaskModel, adapt: AdaptConfig, tasks: list[str]) -> None:
-    """Freeze ``model``'s dense parameters and insert ``adapt``'s adapters, in place (see the module docstring)."""
+def insert_adapters(model: MultiTaskModel, config: Config) -> None:
+    """Freeze ``model``'s dense parameters and insert ``config.adapt``'s adapters, in place (see the module docstring)."""
+    adapt = config.adapt
+    assert adapt is not None
+    tasks = list(model.towers)
     served = adapted_tasks(adapt, tasks)
     for name, module in model.named_children():
         if name not in ("ebc", "managed"):  # the tables are frozen by detaching their output
@@ -57,9 +66,16 @@ def insert_adapters(model: MultiTaskModel, adapt: AdaptConfig, tasks: list[str])
     options: dict[str, Any] = {"rank": adapt.rank, "alpha": adapt.alpha, "dropout": adapt.dropout, "kind": adapt.kind}
     if adapt.kind != "lora":
         options.update(num_tasks=len(served), task_rank=adapt.task_rank, num_experts=adapt.num_experts)
+    domain: dict[str, Any] = {}
+    if adapt.domain_feature is not None:
+        keys = [f.name for f in config.features.id_features]  # the KJT's keys, in order
+        num_domains = next(f.num_embeddings for f in config.features.sparse if f.name == adapt.domain_feature)
+        domain = {"num_domains": num_domains, "domain_shared": adapt.domain_shared}
+        model.domain = (keys.index(adapt.domain_feature), num_domains)
+    options.update(domain)
     for layer in adapt.layers:
         if layer == "towers":
-            names = [n for t in served for n in add_adapters(model.towers[t], adapt.rank, adapt.alpha, dropout=adapt.dropout)]
+            names = [n for t in served for n in add_adapters(model.towers[t], adapt.rank, adapt.alpha, dropout=adapt.dropout, **domain)]
         else:
             names = add_adapters(getattr(model, layer), **options)
         if not names:
@@ -84,6 +100,7 @@ def adapter_summary(model: nn.Module, adapt: AdaptConfig, merged: bool) -> dict[
     """What an export records about the adapters (their size, and whether they were merged)."""
     count = sum(p.numel() for p in adapter_parameters(model))
     return {"kind": adapt.kind, "layers": list(adapt.layers), "tasks": list(adapt.tasks), "merged": merged,
+            "domain_feature": adapt.domain_feature,
             "parameters": count, "bytes": sum(p.numel() * p.element_size() for p in adapter_parameters(model))}
 
 

@@ -125,7 +125,7 @@ def build_model(config: Config, device: torch.device | str = "meta", world_size:
         embedding_order(config), ebc, mc_ebc, dense_arch, backbone, heads, interaction, compute_dtype(m.precision), gating, transfer
     )
     if config.adapt is not None:  # frozen base + adapters, before DMP sees the parameters
-        insert_adapters(model, config.adapt, towers)
+        insert_adapters(model, config)
     return model
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchrec import EmbeddingBagCollection
 from torchrec.models.dlrm import InteractionArch
 from torchrec.modules.mc_embedding_modules import ManagedCollisionEmbeddingBagCollection
@@ -12,6 +15,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_mtl.models.routing import Routing
 from recsys_mtl.modules.aitm import AITM
 from recsys_mtl.modules.gating import DomainGating
+from recsys_mtl.modules.lora import DomainRows, domain_rows
 
 
 class MultiTaskModel(nn.Module):
@@ -33,6 +37,9 @@ class MultiTaskModel(nn.Module):
     ``interaction`` (optional) is torchrec's DLRM InteractionArch: with it the backbone also sees the
     pairwise dot products of the F feature embeddings and the dense projection, which an MLP over
     concatenated embeddings learns only slowly.
+
+    ``domain`` (set with per-domain adapters, ``adapt.domain_feature``): ``(k, D)``, the position of the
+    domain feature among the KJT's keys and its bucket count; each row's bucket picks its adapters.
     """
 
     def __init__(
@@ -63,9 +70,10 @@ class MultiTaskModel(nn.Module):
         self.gating = gating
         self.transfer = transfer
         # set by ``models.adapters.insert_adapters`` (``adapt:``): detach the pooled embeddings; run the
-        # dense part once per group of tasks that read different adapters
+        # dense part once per group of tasks that read different adapters; the domain feature's (key, buckets)
         self.freeze_embeddings = False
         self.routing: Routing | None = None
+        self.domain: tuple[int, int] | None = None
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The dense parameters below the towers (dense MLP and backbone): those several tasks' losses
@@ -94,6 +102,18 @@ class MultiTaskModel(nn.Module):
             reps = self.backbone(x)  # [T, B, H]
         return reps.float()
 
+    def domain_of(self, sparse: KeyedJaggedTensor) -> DomainRows:
+        """``KJT (stride B) -> [B, D]`` bool: row b's bucket of the domain feature, one-hot (no bucket on a
+        padding row, which has no id). Read from the local batch's lengths and offsets: no host sync."""
+        assert self.domain is not None
+        key, count = self.domain
+        stride = sparse.stride()
+        lengths = sparse.lengths()[key * stride:(key + 1) * stride]  # [B]: 1 (one id per row), 0 on padding
+        starts = sparse.offsets()[key * stride:(key + 1) * stride]  # [B]
+        ids = F.pad(sparse.values(), (0, 1))[starts]  # [B]; a padding row may point one past the last id
+        buckets = torch.arange(count, device=next(self.towers.parameters()).device)  # not ids.device: fx-traced
+        return (ids[:, None] == buckets) & (lengths[:, None] > 0)
+
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(KJT with F keys and stride B, [B, Fd]) -> {tower: [B]}``"""
         per_feature = {} if self.ebc is None else self.ebc(sparse).to_dict()  # {feature: [B, D]}
@@ -108,10 +128,11 @@ class MultiTaskModel(nn.Module):
             domain = self.gating.domain(per_feature)  # [B, Dd]
             embedded = self.gating.embeddings(embedded, domain)
             conditions = self.gating.tasks(domain)  # [T, B, K + Dd]
-        reps = self.represent(embedded, dense) if self.routing is None else self.routing.run(self, lambda: self.represent(embedded, dense))
-        q = {
-            name: tower.hidden(reps[i], None if conditions is None else conditions[i])  # [B, Ht]
-            for i, (name, tower) in enumerate(self.towers.items())
-        }
-        z = q if self.transfer is None else self.transfer(q)
-        return {name: tower.head(z[name]).squeeze(-1) for name, tower in self.towers.items()}
+        with nullcontext() if self.domain is None else domain_rows(self, self.domain_of(sparse)):
+            reps = self.represent(embedded, dense) if self.routing is None else self.routing.run(self, lambda: self.represent(embedded, dense))
+            q = {
+                name: tower.hidden(reps[i], None if conditions is None else conditions[i])  # [B, Ht]
+                for i, (name, tower) in enumerate(self.towers.items())
+            }
+            z = q if self.transfer is None else self.transfer(q)
+            return {name: tower.head(z[name]).squeeze(-1) for name, tower in self.towers.items()}

@@ -10,6 +10,12 @@ bottom, gates, towers, cross-stitch columns) and ``BatchedLinear`` (the experts 
   rank ``r/E`` mixed by a task-level gate, ``y_t = base(x) + (alpha/r) sum_e g[t, e] B_e A_e x``,
   ``g[t] = softmax(gate_logits[t])`` (free ``[T, E]`` logits span the reference's task-embedding gates).
   No per-example routing, so it stays mergeable per task.
+* ``DomainLoRA`` (MLoRA, Yang et al., RecSys 2024; gaohaining/MLoRA ``Mlora`` layer): row b of domain d
+  gets ``y_b = base(x_b) + (alpha/r) B_d A_d x_b + c_d`` (``c_d`` MLoRA's per-domain bias, zeros), plus,
+  optionally, a LoRA path every domain reads. Each row's domain comes from a ``[B, D]`` one-hot set by
+  ``domain_rows``; every domain's rank-r product is computed for every row and masked, which is one
+  rank ``D*r`` product per layer (exact: a row's other domains contribute exact zeros). Per row, so not
+  mergeable.
 
 The adapted layer keeps its base parameters under their own names (``weight``, ``bias``) and holds the
 adapter as ``adapter``: a checkpoint of the plain model loads into it by name, and merging (``merge_adapters``)
@@ -34,6 +40,7 @@ from torch.nn import functional as F
 from recsys_mtl.modules.experts import BatchedLinear
 
 Kind = Literal["lora", "mtlora", "moelora"]
+DomainRows = torch.Tensor  # [B, D] 0/1: row b's domain (all zeros: no domain path)
 Targets = Callable[[str, nn.Module], bool]  # (qualified name, layer) -> adapt it?
 
 
@@ -161,6 +168,42 @@ class MoLoRA(TaskAdapter):
         return self.scale * sum(g[e] * (self.B[e] @ self.A[e]) for e in range(self.num_experts))
 
 
+class DomainLoRA(LoRA):
+    """MLoRA: per-domain ``A: [D, *lead, r, I]`` (kaiming), ``B: [D, *lead, O, r]`` and ``domain_bias:
+    [D, *lead, O]`` (zeros); with ``shared``, also a LoRA path of the same rank read by every row
+    (``shared_A`` / ``shared_B``). ``rows`` (``[B, D]``, set by ``domain_rows``) picks each row's domain."""
+
+    def __init__(self, weight: torch.Tensor, rank: int, alpha: float, num_domains: int, shared: bool = False,
+                 dropout: float = 0.0):
+        _check(num_domains, "num_domains")
+        super().__init__(weight, rank, alpha, dropout)
+        *lead, out_features, in_features = weight.shape
+        self.num_domains, self.shared, self.rows = num_domains, shared, None
+        if shared:
+            self.shared_A, self.shared_B = self.A, self.B
+        self.A = _low_rank((num_domains, *lead, rank, in_features), weight)
+        self.B = nn.Parameter(weight.new_zeros(num_domains, *lead, out_features, rank))
+        self.domain_bias = nn.Parameter(weight.new_zeros(num_domains, *lead, out_features))
+
+    def delta(self, h: torch.Tensor, experts: torch.Tensor | None) -> torch.Tensor:
+        if self.rows is None:
+            raise ValueError("DomainLoRA applies each row's domain path: run it within domain_rows(module, rows)")
+        a = self.A.movedim(0, -3).flatten(-3, -2)  # [*lead, D*r, I], domain-major
+        b = self.B.movedim(0, -2).flatten(-2)  # [*lead, O, D*r]
+        bias = self.domain_bias.movedim(0, -2)  # [*lead, D, O]
+        if experts is not None:
+            a, b, bias = a[experts], b[experts], bias[experts]
+        rows = self.rows.to(h.dtype)  # [B, D]
+        z = (h @ a.mT).unflatten(-1, (self.num_domains, self.rank)) * rows[:, :, None]  # [..., B, D, r]
+        out = self.scale * (z.flatten(-2) @ b.mT) + rows @ bias.to(h.dtype)  # [..., B, O]
+        if self.shared:
+            out = out + self.scale * _apply(h, self.shared_A, self.shared_B, experts)
+        return out
+
+    def delta_weight(self, task: int | None = None) -> torch.Tensor:
+        raise ValueError("per-domain adapters depend on each row's domain: they cannot be folded into the base weight")
+
+
 class AdaptedLinear(nn.Linear):
     """An ``nn.Linear`` (the same ``weight`` / ``bias`` parameters, by name) plus ``adapter``. ``[..., I] -> [..., O]``."""
 
@@ -194,25 +237,29 @@ Adapted = AdaptedLinear | AdaptedBatchedLinear
 
 def add_adapters(module: nn.Module, rank: int, alpha: float, targets: Targets | None = None, dropout: float = 0.0,
                  kind: Kind = "lora", num_tasks: int | None = None, task_rank: int | None = None,
-                 num_experts: int | None = None) -> list[str]:
+                 num_experts: int | None = None, num_domains: int | None = None, domain_shared: bool = False) -> list[str]:
     """Replace, in place, the plain ``nn.Linear`` / ``BatchedLinear`` submodules of ``module`` chosen by
     ``targets`` (all by default) with adapted ones of ``kind``; returns their qualified names. Only the
     replaced layers' base parameters are frozen. "mtlora"/"moelora" need ``num_tasks`` ("moelora" also
-    ``num_experts``)."""
+    ``num_experts``); "lora" with ``num_domains`` gives per-domain adapters (``DomainLoRA``)."""
     if kind not in ("lora", "mtlora", "moelora"):
         raise ValueError(f"unknown kind {kind!r}; expected 'lora', 'mtlora' or 'moelora'")
     if kind != "lora" and num_tasks is None:
         raise ValueError(f"kind={kind!r} needs num_tasks")
     if kind == "moelora" and num_experts is None:
         raise ValueError("kind='moelora' needs num_experts")
+    if kind != "lora" and num_domains is not None:
+        raise ValueError(f"per-domain adapters (num_domains) are of kind 'lora', got {kind!r}")
     chosen = [(n, m) for n, m in module.named_modules()
               if type(m) in (nn.Linear, BatchedLinear) and n and (targets is None or targets(n, m))]
     for name, layer in chosen:
         layer.weight.requires_grad_(False)
         if layer.bias is not None:
             layer.bias.requires_grad_(False)
-        if kind == "lora":
-            adapter: LoRA = LoRA(layer.weight, rank, alpha, dropout)
+        if num_domains is not None:
+            adapter: LoRA = DomainLoRA(layer.weight, rank, alpha, num_domains, domain_shared, dropout)
+        elif kind == "lora":
+            adapter = LoRA(layer.weight, rank, alpha, dropout)
         elif kind == "mtlora":
             adapter = MTLoRA(layer.weight, rank, alpha, num_tasks, task_rank, dropout)
         else:
@@ -246,7 +293,7 @@ def merge_adapters(module: nn.Module, task: int | None = None) -> list[str]:
 
 
 def adapter_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """The adapters' parameters (A, B, task paths, gates), without any base weight."""
+    """The adapters' parameters (A, B, task and domain paths, gates), without any base weight."""
     return [p for m in module.modules() if isinstance(m, LoRA) for p in m.parameters(recurse=False)]
 
 
@@ -263,3 +310,17 @@ def adapter_state(module: nn.Module, enabled: bool = True, task: int | None = No
     finally:
         for m, (was_enabled, was_task) in zip(adapters, before, strict=True):
             m.enabled, m.task = was_enabled, was_task
+
+
+@contextmanager
+def domain_rows(module: nn.Module, rows: DomainRows) -> Iterator[None]:
+    """Within the block every per-domain adapter in ``module`` applies to row b the path of its domain
+    (``rows: [B, D]``); they are unset after."""
+    adapters = [m for m in module.modules() if isinstance(m, DomainLoRA)]
+    for m in adapters:
+        m.rows = rows
+    try:
+        yield
+    finally:
+        for m in adapters:
+            m.rows = None

@@ -28,7 +28,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from recsys_mtl.config import config_to_dict, load_config
+from recsys_mtl.config import ConfigError, config_to_dict, load_config
 from recsys_mtl.export.artifact import newest_version, verify
 from recsys_mtl.pipeline.config import PipelineConfig
 from recsys_mtl.pipeline.gate import Check, gate_checks
@@ -166,6 +166,13 @@ class Pipeline:
         def train(work: Path, final: Path) -> dict[str, Any]:
             resume = ["--resume"] if (work / "run").exists() else []  # an interrupted attempt's checkpoints
             start = init_from()
+            if start is None and self._resolved_training_config.get("adapt") is not None:
+                why = f"{c.publish.model_root} holds no version yet" if c.training.init_from == "published" else "from scratch"
+                raise ConfigError(
+                    f"the training config's adapt: section trains adapters on a trained model, and training.init_from="
+                    f"{c.training.init_from} gives none ({why}): publish a model first (a run without adapt:), or set "
+                    "training.init_from to a run or a model version"
+                )
             self._cli(
                 "train", work / "log.txt", "train", "--config", self._training_config_path(), "--out", work / "run",
                 "--nproc", c.training.nproc, *resume, *(["--init-from", start] if start else []), *c.training.overrides,
@@ -249,7 +256,7 @@ class Pipeline:
         for stage in self._stages():
             try:
                 self.manifests[stage.name] = self._run_stage(stage)
-            except StageFailed:
+            except (StageFailed, ConfigError):  # a config error exits 2, as the command it stands for
                 raise
             except Exception as exc:  # noqa: BLE001 - name the stage whatever went wrong in it
                 raise StageFailed(stage.name, f"{type(exc).__name__}: {exc}") from exc

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from recsys_mtl.cli import main
+from tests.train.conftest import check, main_in_process
 
 
 def test_help_lists_the_subcommands():
-    out = subprocess.run(
-        [sys.executable, "-m", "recsys_mtl", "--help"], capture_output=True, text=True, check=True
-    ).stdout
+    # in this process (python -m recsys_mtl, which every `cli` call of the suite runs, calls the same main)
+    out = check(main_in_process("--help")).stdout
     for command in ("generate", "validate-data", "config"):
         assert command in out
 

@@ -13,7 +13,7 @@ from recsys_mtl.cli import main
 from recsys_mtl.data.label_check import LabelCheck
 from recsys_mtl.data.synthetic import GeneratorSpec, generate
 from recsys_mtl.tasks.graph import TaskSpec
-from tests.train.conftest import cli
+from tests.train.conftest import main_in_process
 
 CLICK = TaskSpec("click")
 BUY = TaskSpec("buy", after="click")
@@ -99,7 +99,8 @@ def test_validate_data_refuses_a_column_mapped_to_the_wrong_task(small_config_pa
 
 def test_train_refuses_before_any_step_and_writes_nothing(single_class_data, tmp_path):
     out = tmp_path / "run"
-    result = cli("train", "--config", str(single_class_data / "config.yaml"), "--out", str(out))
+    # refused before any step: in this process (main_in_process, no fresh import of torch)
+    result = main_in_process("train", "--config", str(single_class_data / "config.yaml"), "--out", str(out))
     assert result.returncode == 2, result.stderr[-3000:]
     assert "the data cannot train a model" in result.stderr and "a single class" in result.stderr
     assert "Traceback" not in result.stderr and not out.exists()

@@ -1,8 +1,10 @@
 """An adapted run (issue 18) exports and serves like any other: merged into a plain model when every task
-reads its adapters alike, else as base + adapters."""
+and row reads its adapters alike, else as base + adapters."""
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
@@ -13,6 +15,7 @@ from recsys_mtl.export.load import load_artifact
 from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
 from tests.models.test_builder import make_batch
+from tests.serving.conftest import served_and_batch_scores
 from tests.train.conftest import check, cli
 
 
@@ -59,3 +62,19 @@ def test_shared_lora_is_merged_into_a_plain_model_of_the_source_size(small_run, 
     expected = run_logits(run, batch)
     for task, logits in served_logits(path, batch).items():
         torch.testing.assert_close(logits, expected[task], rtol=1e-5, atol=1e-5, msg=task)
+
+
+def test_per_domain_adapters_are_served_beside_the_base_and_the_server_scores_as_batch_scoring(domain_run, small_data, tmp_path):
+    path, meta = export_run(domain_run, tmp_path / "models", version="v1")
+    assert meta["adapters"]["merged"] is False and meta["adapters"]["domain_feature"] == "device"
+    config = load_artifact(path).config
+    assert config.adapt is not None and config.adapt.domain_feature == "device"
+    batch = make_batch(load_config(domain_run / "config.yaml"))
+    expected = run_logits(domain_run, batch)
+    for task, logits in served_logits(path, batch).items():
+        torch.testing.assert_close(logits, expected[task], rtol=0, atol=0, msg=task)
+    rows = pq.read_table(next(iter(sorted((small_data / "test").glob("*.parquet"))))).slice(0, 32)
+    assert len(set(rows.column("device").to_pylist())) > 1  # rows of several domains in one request
+    served, scored = served_and_batch_scores(path, rows)
+    for output in ("click", "conversion", "watch_time"):
+        np.testing.assert_allclose([c[output] for c in served], scored[output], rtol=1e-5, atol=1e-7, err_msg=output)

@@ -4,6 +4,7 @@ gloo ranks, exported, served, and the server's scores equal to batch scoring of 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,8 @@ import pytest
 
 from recsys_mtl.data.synthetic import GeneratorSpec, generate
 from recsys_mtl.export.export import export_run
-from recsys_mtl.export.load import load_artifact, load_scorer
-from tests.serving.conftest import make_client
-from tests.train.conftest import check, cli
+from tests.serving.conftest import served_and_batch_scores
+from tests.train.conftest import check, cli_batch
 
 SPEC = GeneratorSpec(rows=4_000, num_users=400, num_items=200, rows_per_file=2_000, row_group_size=500, seed=3)
 SMALL = ["data.batch_size=256", "model.tower_dims=[8]", "model.dense_dims=[8]", "train.epochs=1"]
@@ -35,22 +35,26 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """Each architecture trained by ``recsys-mtl train --nproc 2``, the launchers one after another in one fresh
+    process (``cli_batch``: the launcher imports torch once; its ranks are fresh processes each time)."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {name: root / str(i) / "run" for i, name in enumerate(ARCHITECTURES)}
+    results = cli_batch(*(
+        ["train", "--config", str(data / "config.yaml"), "--out", str(run), "--nproc", "2", *SMALL, *ARCHITECTURES[name]]
+        for name, run in runs.items()
+    ))
+    return {name: (run, result) for (name, run), result in zip(runs.items(), results, strict=True)}
+
+
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_trained_on_two_ranks_exported_and_served_as_batch_scoring_scores(data, tmp_path, name):
-    run = tmp_path / "run"
-    check(cli("train", "--config", str(data / "config.yaml"), "--out", str(run), "--nproc", "2", *SMALL, *ARCHITECTURES[name]))
+def test_trained_on_two_ranks_exported_and_served_as_batch_scoring_scores(data, runs, tmp_path, name):
+    run, result = runs[name]
+    check(result)
     version, _ = export_run(run, tmp_path / "models", version="v1")
-    config = load_artifact(version).config
     rows = pq.read_table(next(iter(sorted((data / "test").glob("*.parquet"))))).slice(0, 16)
-    candidates = [
-        {f.name: rows.column(f.source_column)[i].as_py() for f in (*config.features.id_features, *config.features.dense)}
-        for i in range(rows.num_rows)
-    ]
-    batch = load_scorer(version).score_table(rows)
-    with make_client(version) as client:
-        response = client.post("/v1/score", json={"candidates": candidates})
-    assert response.status_code == 200, response.text
-    served = response.json()["scores"]
+    served, batch = served_and_batch_scores(version, rows)
     assert all(np.isfinite(c["score"]) for c in served)
     np.testing.assert_allclose([c["score"] for c in served], batch["score"], rtol=1e-5)
     for output in ("click", "conversion", "watch_time"):

@@ -46,7 +46,7 @@ from tests.export.tamper import (
     tampered_version,
     unlisted_weights,
 )
-from tests.train.conftest import check, cli
+from tests.train.conftest import check, cli, main_in_process
 
 
 def test_export_of_a_two_rank_checkpoint_scores_like_the_run(small_run, model_root, small_data):
@@ -225,28 +225,29 @@ def test_int8_export_uses_torchrec_quantized_tables_and_reports_the_change_per_t
 
 
 def test_export_overrides_only_the_ranking_formula(small_run, tmp_path):
-    check(cli("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "r", "ranking.terms.conversion=2"))
+    # export works in one process: each command runs in this one (main_in_process), 10 fresh imports of torch saved
+    check(main_in_process("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "r", "ranking.terms.conversion=2"))
     ranking = load_artifact(tmp_path / "r").config.ranking
     assert ranking.combine == "product" and ranking.terms == {"click": 1.0, "conversion": 2.0, "watch_time": 0.5}
-    check(cli(
+    check(main_in_process(
         "export", "--run", str(small_run), "--out", str(tmp_path), "--version", "s",
         "ranking.combine=sum", "ranking.terms={click: 1, conversion_given_click: 0.25}",
     ))
     ranking = load_artifact(tmp_path / "s").config.ranking
     assert ranking.combine == "sum" and ranking.terms == {"click": 1.0, "conversion_given_click": 0.25}
     for override, name in (("ranking.terms.pctr=1", "'pctr'"), ("ranking.terms={click: 1, pctcvr: 0.5}", "'pctcvr'")):
-        unknown = cli("export", "--run", str(small_run), "--out", str(tmp_path), override)
+        unknown = main_in_process("export", "--run", str(small_run), "--out", str(tmp_path), override)
         assert unknown.returncode == 2 and name in unknown.stderr, unknown.stderr
         assert "['click', 'conversion', 'conversion_given_click', 'watch_time']" in unknown.stderr, unknown.stderr
-    legacy = cli("export", "--run", str(small_run), "--out", str(tmp_path), "ranking.exponents.pctcvr=2")
+    legacy = main_in_process("export", "--run", str(small_run), "--out", str(tmp_path), "ranking.exponents.pctcvr=2")
     assert legacy.returncode == 2 and "ranking.terms" in legacy.stderr
-    score = cli("export", "--run", str(small_run), "--out", str(tmp_path), "ranking.terms.score=1")
+    score = main_in_process("export", "--run", str(small_run), "--out", str(tmp_path), "ranking.terms.score=1")
     assert score.returncode == 2 and "ranking score itself" in score.stderr
-    bad = cli("export", "--run", str(small_run), "--out", str(tmp_path), "model.backbone=ple")
+    bad = main_in_process("export", "--run", str(small_run), "--out", str(tmp_path), "model.backbone=ple")
     assert bad.returncode == 2 and "ranking.*" in bad.stderr
-    again = cli("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "r")
+    again = main_in_process("export", "--run", str(small_run), "--out", str(tmp_path), "--version", "r")
     assert again.returncode == 2 and "already exists" in again.stderr
-    missing = cli("export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path))
+    missing = main_in_process("export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path))
     assert missing.returncode == 2 and "not a training run directory" in missing.stderr
 
 
@@ -264,13 +265,13 @@ def test_one_term_override_keeps_the_default_terms(small_config):
         ranking_config(default, tasks, ["ranking.terms.click=.inf"], "<test>")
 
 
-def test_an_exported_model_evaluates_like_its_run(small_run, model_root, small_data, tmp_path):
-    for name, source in (("run", small_run), ("model", model_root)):
-        check(cli("evaluate", "--run", str(source), "--data", str(small_data / "test"), "--out", str(tmp_path / name)))
-    run, model = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("run", "model"))
+def test_an_exported_model_evaluates_like_its_run(small_run_report, model_root, small_data, tmp_path):
+    # the run's report: `recsys-mtl evaluate --run small_run` on the same data (shared with tests/report)
+    check(cli("evaluate", "--run", str(model_root), "--data", str(small_data / "test"), "--out", str(tmp_path / "model")))
+    run, model = (json.loads((d / "metrics.json").read_text()) for d in (small_run_report, tmp_path / "model"))
     assert model["checkpoint"] == "v1" and model["rows"] == run["rows"]
     assert model["tasks"] == run["tasks"]
-    no_out = cli("evaluate", "--run", str(model_root), "--data", str(small_data / "test"))
+    no_out = main_in_process("evaluate", "--run", str(model_root), "--data", str(small_data / "test"))
     assert no_out.returncode == 2 and "pass --out" in no_out.stderr
 
 
@@ -303,7 +304,7 @@ def test_export_refuses_a_checkpoint_with_non_finite_weights_and_writes_nothing(
     out = tmp_path / "models"
     out.mkdir()
     for extra in ([], ["--quantize", "int8"]):
-        refused = cli("export", "--run", str(tmp_path / "run"), "--out", str(out), "--version", "v1", *extra)
+        refused = main_in_process("export", "--run", str(tmp_path / "run"), "--out", str(out), "--version", "v1", *extra)
         assert refused.returncode == 2, refused.stderr[-3000:]
         message = refused.stderr.strip().splitlines()[-1]
         assert "error:" in message and "7 of 31 weight tensors hold NaN or infinite values" in message, message

@@ -28,7 +28,7 @@ from recsys_mtl.train.run_dir import load_run
 from serving.request import feature_rules, parse_request
 from tests.conftest import SMALL_MODEL
 from tests.serving.conftest import make_client
-from tests.train.conftest import check, cli, evaluate_unsharded
+from tests.train.conftest import check, cli, evaluate_unsharded, main_in_process
 
 USER_ROWS = 256  # < the 2,000 users: the table fills and evicts
 
@@ -114,7 +114,8 @@ def test_train_score_and_the_server_map_an_id_to_the_same_row(managed_run):
 
 def test_a_warm_start_relays_the_ids_out_and_sharded_reads_the_rows_unsharded_does(managed_run, small_config_path, tmp_path):
     run, _ = managed_run
-    refused = cli("train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", "--nproc", "1")
+    # refused before anything starts: in this process (main_in_process)
+    refused = main_in_process("train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", "--nproc", "1")
     assert refused.returncode == 2 and "managed-id tables ['item_id', 'user_id']" in refused.stderr, refused.stderr
     assert "Resume on 2 rank(s), or train into a new --out with --init-from" in refused.stderr
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import mean_squared_error, roc_auc_score
 
 from recsys_mtl.metrics.task_streams import TaskStreams
 from recsys_mtl.tasks.graph import TaskSpec
@@ -39,6 +38,9 @@ def columns() -> dict[str, np.ndarray]:
 
 
 def test_every_task_is_measured_on_its_space_and_funnel_stages_also_conditionally(columns):
+    # imported here: the ranks that mp.spawn starts below import this module, and need no scikit-learn
+    from sklearn.metrics import mean_squared_error, roc_auc_score
+
     streams = TaskStreams(TASKS, set(columns), groups=False)
     half = len(columns["weight"]) // 2
     for part in (slice(0, half), slice(half, None)):  # two batches

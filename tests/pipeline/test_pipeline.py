@@ -4,6 +4,7 @@ its gate refuses a worse model, and a failed stage costs nothing that was alread
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,35 @@ def test_training_can_start_from_what_is_published(published):
     assert f"warm start from {current}/metadata.json" in log
     summary = json.loads((base / "work" / "c" / "train" / "run" / "warm_start.json").read_text())
     assert summary["resized"] == {} and all(k.startswith("balancer.") for k in summary["new"])  # a version holds the model only
+
+
+ADAPT = "adapt={kind: lora, rank: 4, layers: [backbone, dense_arch], domain_feature: device}"
+
+
+def test_an_adaptation_stage_trains_adapters_on_what_is_published(published, small_config_path, tmp_path):
+    _, base = published
+    root = shutil.copytree(base / "models", tmp_path / "models")  # this run publishes: the module's root stays as it is
+    current = root / versions(root)[-1]
+    lenient = {"rules": [{"task": "click", "metric": "auc", "max_drop": 1.0}]}  # 2 steps: publish whatever they give
+    config = write_config(tmp_path / "pipeline.yaml", small_config_path, root, gate=lenient)
+    result = pipeline(config, "d", "training.init_from=published", f"training.overrides={json.dumps([*SMALL_MODEL, 'train.max_steps=2', ADAPT])}")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    done = manifests(tmp_path / "work", "d")
+    assert done["train"]["inputs"]["init_from"] == str(current)
+    assert done["train"]["inputs"]["config"]["adapt"]["domain_feature"] == "device"
+    assert f"warm start from {current}/metadata.json" in (tmp_path / "work" / "d" / "train" / "log.txt").read_text()
+    assert done["gate"]["outputs"]["published"] == current.name  # gated against the model it adapts
+    metadata = json.loads((root / done["export"]["outputs"]["version"] / "metadata.json").read_text())
+    assert metadata["adapters"]["merged"] is False and metadata["adapters"]["domain_feature"] == "device"  # base + adapters
+    assert versions(root) == sorted([current.name, done["export"]["outputs"]["version"]])
+
+
+def test_an_adaptation_stage_with_nothing_published_exits_2_naming_init_from(small_config_path, tmp_path):
+    config = write_config(tmp_path / "pipeline.yaml", small_config_path, tmp_path / "models")
+    result = pipeline(config, "e", "training.init_from=published", f"training.overrides={json.dumps([*SMALL_MODEL, ADAPT])}")
+    assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+    assert "adapt: section trains adapters on a trained model, and training.init_from=published gives none" in result.stderr
+    assert "train" not in manifests(tmp_path / "work", "e")
 
 
 def test_a_failed_stage_keeps_earlier_outputs_and_a_rerun_resumes_after_them(small_config_path, tmp_path):

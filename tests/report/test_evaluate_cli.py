@@ -14,16 +14,15 @@ from recsys_mtl.config import load_config
 from recsys_mtl.data.source import ParquetSource
 from recsys_mtl.tasks.graph import output_names, probability_outputs
 from tests.conftest import SMALL_MODEL
-from tests.train.conftest import check, cli, evaluate_unsharded
+from tests.train.conftest import check, cli, evaluate_unsharded, main_in_process
 
 
 @pytest.fixture(scope="module")
-def runs(small_config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("runs")
-    out = {}
-    for name, extra in (("mmoe", []), ("shared_bottom", ["model.backbone=shared_bottom"])):
-        out[name] = root / name
-        check(cli("train", "--config", str(small_config_path), "--out", str(out[name]), *SMALL_MODEL, *extra))
+def runs(small_run: Path, small_config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """mmoe: the session's ``small_run`` (the config's default backbone, SMALL_MODEL, trained on 2 ranks);
+    shared_bottom: the same on 1 rank with another backbone (so a 1-rank checkpoint is evaluated too)."""
+    out = {"mmoe": small_run, "shared_bottom": tmp_path_factory.mktemp("runs") / "shared_bottom"}
+    check(cli("train", "--config", str(small_config_path), "--out", str(out["shared_bottom"]), *SMALL_MODEL, "model.backbone=shared_bottom"))
     return out
 
 
@@ -84,9 +83,8 @@ def test_report_streams_equal_the_in_memory_metrics_and_the_html_shows_metrics_j
     assert set(report["curves"]) == set(output_names(load_config(runs["mmoe"] / "config.yaml").task_specs()))
 
 
-def test_two_rank_evaluation_equals_one_rank(runs, small_data, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    check(evaluate(str(runs["mmoe"]), str(small_data / "test"), str(one)))
+def test_two_rank_evaluation_equals_one_rank(runs, small_run_report, small_data, tmp_path):
+    one, two = small_run_report, tmp_path / "two"  # one: `evaluate` of runs["mmoe"] on 1 rank (shared)
     check(evaluate(str(runs["mmoe"]), str(small_data / "test"), str(two), "--nproc", "2"))
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert (a["world_size"], b["world_size"]) == (1, 2) and a["rows"] == b["rows"]
@@ -98,13 +96,12 @@ def test_two_rank_evaluation_equals_one_rank(runs, small_data, tmp_path):
     assert a["data_quality"] == b["data_quality"]
 
 
-def test_compare_lines_up_two_reports_with_deltas(runs, small_data, tmp_path):
-    reports = {}
-    for name, run in runs.items():
-        reports[name] = tmp_path / name
-        check(evaluate(str(run), str(small_data / "test"), str(reports[name])))
+def test_compare_lines_up_two_reports_with_deltas(runs, small_run_report, small_data, tmp_path):
+    reports = {"mmoe": small_run_report, "shared_bottom": tmp_path / "shared_bottom"}  # mmoe's: `evaluate` of runs["mmoe"]
+    check(evaluate(str(runs["shared_bottom"]), str(small_data / "test"), str(reports["shared_bottom"])))
     page = tmp_path / "compare.html"
-    result = check(cli("compare", str(reports["shared_bottom"]), str(reports["mmoe"]), "--html", str(page)))
+    # compare only reads the two metrics.json: it runs in this process (no fresh import of torch)
+    result = check(main_in_process("compare", str(reports["shared_bottom"]), str(reports["mmoe"]), "--html", str(page)))
     a, b = (json.loads((reports[n] / "metrics.json").read_text())["tasks"] for n in ("shared_bottom", "mmoe"))
     stage = next(task for task, entry in b.items() if entry.get("after"))  # a funnel stage
     for task, metric in ((stage, "auc"), (stage, "conditional_auc")):
@@ -114,12 +111,13 @@ def test_compare_lines_up_two_reports_with_deltas(runs, small_data, tmp_path):
         assert f"{delta:+.4f}" in page.read_text()
     logloss = next(line for line in result.stdout.splitlines() if line.split()[:2] == [stage, "logloss"])
     assert "z = " not in logloss  # the AUC test is for AUCs only
-    missing = cli("compare", str(tmp_path / "nowhere"), str(reports["mmoe"]))
+    missing = main_in_process("compare", str(tmp_path / "nowhere"), str(reports["mmoe"]))
     assert missing.returncode == 2 and "metrics.json" in missing.stderr
 
 
 def score(run: Path, data: Path, out: Path, *args: str):
-    return cli("score", "--model", str(run), "--data", str(data), "--out", str(out), *args)
+    # batch scoring works in one process: in this one (no fresh import of torch)
+    return main_in_process("score", "--model", str(run), "--data", str(data), "--out", str(out), *args)
 
 
 def test_score_keeps_input_order_and_named_columns(runs, small_data, tmp_path):

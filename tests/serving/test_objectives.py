@@ -22,7 +22,7 @@ from serving.rows import request_from_rows
 from tests.conftest import SMALL_MODEL
 from tests.serving.conftest import ADMIN_TOKEN, make_client
 from tests.serving.test_rollover import add_version
-from tests.train.conftest import check, cli
+from tests.train.conftest import check, cli, main_in_process
 
 VIDEO = PRESETS["video"]
 OUTPUTS = [
@@ -120,7 +120,8 @@ def test_server_scores_of_every_output_equal_batch_scores(video_client, video, t
         rows = rows.set_column(i, column, rows.column(column).take(pa.array([0] * rows.num_rows)))
     pq.write_table(rows, tmp_path / "rows.parquet")
     out = tmp_path / "scores.parquet"
-    check(cli(
+    # batch scoring works in one process: in this one (main_in_process, no fresh import of torch)
+    check(main_in_process(
         "score", "--model", str(video["models"]), "--data", str(tmp_path / "rows.parquet"), "--out", str(out),
         "--keep", "row_id", "click", "--prefix", "pred_",
     ))
@@ -131,7 +132,7 @@ def test_server_scores_of_every_output_equal_batch_scores(video_client, video, t
         np.testing.assert_allclose(
             [s[name] for s in online], offline.column(f"pred_{name}").to_numpy(), rtol=1e-5, atol=1e-7, err_msg=name
         )
-    clash = cli("score", "--model", str(video["models"]), "--data", str(tmp_path / "rows.parquet"), "--out", str(out), "--keep", "click")
+    clash = main_in_process("score", "--model", str(video["models"]), "--data", str(tmp_path / "rows.parquet"), "--out", str(out), "--keep", "click")
     assert clash.returncode == 2 and "--prefix" in clash.stderr
 
 

@@ -25,6 +25,65 @@ def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     )
 
 
+def cli_batch(*commands: list[str], timeout: int = 1800) -> list[subprocess.CompletedProcess]:
+    """Each of ``commands`` as ``cli`` runs it (``recsys_mtl.cli.main`` in a fresh process, output captured at
+    the file descriptors, the exit code as the shell sees it), but one after another in a single fresh
+    process (``tests/cli_batch.py``), which imports torch and torchrec once, not once a command. For
+    independent commands only: a command that must start from a clean interpreter (a resume) gets ``cli``."""
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}}
+    with tempfile.TemporaryDirectory(prefix="cli_batch") as tmp:
+        jobs = Path(tmp) / "jobs.json"
+        jobs.write_text(json.dumps([list(map(str, c)) for c in commands]))
+        driver = subprocess.run(
+            [sys.executable, "-m", "tests.cli_batch", str(jobs), f"{tmp}/job"],
+            capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+        )
+        results = []
+        for i, command in enumerate(commands):
+            code, out, err = (Path(f"{tmp}/job.{i}.{part}") for part in ("code", "out", "err"))
+            assert code.is_file(), f"the batch stopped before command {i} ended: exit {driver.returncode}\n{driver.stderr[-8000:]}"
+            results.append(subprocess.CompletedProcess(
+                [sys.executable, "-m", "recsys_mtl", *command], int(code.read_text()), out.read_text(errors="replace"), err.read_text(errors="replace")
+            ))
+    return results
+
+
+def main_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``recsys-mtl ARGS`` run by ``recsys_mtl.cli.main`` in this process (what ``python -m recsys_mtl`` calls),
+    as ``cli`` returns it: the exit code (argparse's 2 on a usage error; 1, the traceback in stderr, on an
+    uncaught exception), stdout and stderr. For commands that work in one process (export; refusals, which stop
+    before anything starts), without the ~4 s a fresh interpreter spends importing torch and torchrec. Not for
+    ``--nproc`` (it relaunches ``sys.argv``). The logging set-up ``main`` makes is undone afterwards."""
+    import contextlib
+    import io
+    import logging
+    import traceback
+
+    from recsys_mtl.cli import PROJECT_LOGGERS, main
+
+    loggers = [logging.getLogger(), *map(logging.getLogger, (*PROJECT_LOGGERS, "torch.fx._symbolic_trace"))]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # as sys.exit reports it to the shell
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+                if not isinstance(exc.code, int | None):
+                    print(exc.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        for logger, level, handlers in saved:
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+    return subprocess.CompletedProcess(["recsys-mtl", *args], code, out.getvalue(), err.getvalue())
+
+
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-8000:]}"
     return result

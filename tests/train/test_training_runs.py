@@ -15,7 +15,17 @@ import torch
 
 from recsys_mtl.train.checkpoint import complete_checkpoints, latest_checkpoint
 from recsys_mtl.train.run_dir import load_run
-from tests.train.conftest import ROOT, check, cli, config_with, evaluate_unsharded, train_log, weights
+from tests.train.conftest import (
+    ROOT,
+    check,
+    cli,
+    cli_batch,
+    config_with,
+    evaluate_unsharded,
+    main_in_process,
+    train_log,
+    weights,
+)
 
 SMALL = ["data.batch_size=512", "train.log_every_steps=2", "model.hidden_dims=[32,16]", "model.tower_dims=[16]"]
 
@@ -90,13 +100,14 @@ def test_resume_without_flag_is_refused_and_resume_of_a_finished_run_only_report
     first = check(cli("train", *args))
     assert "Arguments: {" not in first.stderr and "planner" not in first.stderr  # fbgemm / torchrec INFO chatter
     assert "INFO recsys_mtl.train.checkpoint: checkpoint" in first.stderr  # the project's own INFO lines stay
-    again = cli("train", *args)
+    # the refusals stop before anything starts: they run in this process (main_in_process)
+    again = main_in_process("train", *args)
     assert again.returncode == 2 and "pass --resume" in again.stderr
     resumed = check(cli("train", *args, "--resume"))
     assert "3 steps on 1 rank(s)" in resumed.stdout
     # a changed architecture is refused before anything is written: the run stays exportable
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    changed = cli("train", "--resume", *args, "model.hidden_dims=[16,8]", "features.sparse.user_id.dim=8", "train.dense_lr=1e-4")
+    changed = main_in_process("train", "--resume", *args, "model.hidden_dims=[16,8]", "features.sparse.user_id.dim=8", "train.dense_lr=1e-4")
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     assert "the config differs from the one its checkpoint step_00000003 was trained with, in " in changed.stderr
     assert "features.sparse[user_id].dim, model.hidden_dims. A resume continues" in changed.stderr  # not the LR
@@ -113,9 +124,8 @@ def _reshard(config: Path, checkpoint: Path, out: Path, nproc: int) -> None:
     ))
 
 
-def test_checkpoints_reshard_from_two_ranks_to_one_and_back(small_config_path, tmp_path):
-    run = tmp_path / "run"
-    check(cli("train", "--config", str(small_config_path), "--out", str(run), "--nproc", "2", *SMALL, "train.max_steps=4"))
+def test_checkpoints_reshard_from_two_ranks_to_one_and_back(small_run, tmp_path):
+    run = small_run  # trained on 2 ranks (sharded tables); only read here
     config = run / "config.yaml"
     two = latest_checkpoint(run / "checkpoints")
 
@@ -130,15 +140,30 @@ def test_checkpoints_reshard_from_two_ranks_to_one_and_back(small_config_path, t
             torch.testing.assert_close(copy[name], original[name], rtol=0, atol=0, msg=f"{root}: {name}")
 
 
-@pytest.mark.parametrize(
-    "config_file", sorted(p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*.yaml")), ids=str
-)
-def test_shipped_configs_train_a_few_steps(small_data, tmp_path, config_file):
+SHIPPED = sorted(p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def shipped_runs(small_data, tmp_path_factory) -> dict[Path, tuple[Path, subprocess.CompletedProcess]]:
+    """Every shipped config trained 3 steps on the small data, each command as a user types it, all in one
+    fresh process (``cli_batch``: torch is imported once, not once a config): its run directory and result."""
+    root = tmp_path_factory.mktemp("shipped")
     data = [f"data.train={small_data / 'train'}", f"data.eval={small_data / 'test'}"]
     small = [*SMALL, "model.hidden_dims=[16,16]"]  # equal widths: every backbone takes them (sluice needs them)
-    result = check(cli("train", "--config", str(ROOT / config_file), "--out", str(tmp_path / "run"), *data, *small, "train.max_steps=3"))
+    runs = {config_file: root / str(i) / "run" for i, config_file in enumerate(SHIPPED)}
+    results = cli_batch(*(
+        ["train", "--config", str(ROOT / config_file), "--out", str(run), *data, *small, "train.max_steps=3"]
+        for config_file, run in runs.items()
+    ))
+    return {config_file: (run, result) for (config_file, run), result in zip(runs.items(), results, strict=True)}
+
+
+@pytest.mark.parametrize("config_file", SHIPPED, ids=str)
+def test_shipped_configs_train_a_few_steps(shipped_runs, config_file):
+    run, result = shipped_runs[config_file]
+    check(result)
     assert "3 steps on 1 rank(s)" in result.stdout
-    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert (run / "metrics.json").is_file()
 
 
 # large id embeddings learning fast on one train file (6,000 rows, 12 steps of 512 an epoch): the eval AUC
@@ -182,7 +207,7 @@ def test_model_selection_stops_a_run_made_to_overfit_at_its_best_evaluation(smal
     assert loaded.checkpoint == best and loaded.meta["best"] == {"metric": "click.auc", "mode": "max", "value": best_auc, "step": best_step}
     assert evaluate_unsharded(run, best)["click"]["auc"] == pytest.approx(best_auc, rel=1e-5)
 
-    exported = check(cli("export", "--run", str(run), "--out", str(tmp_path / "models"), "--version", "v1", "--checkpoint", "best"))
+    exported = check(main_in_process("export", "--run", str(run), "--out", str(tmp_path / "models"), "--version", "v1", "--checkpoint", "best"))
     assert f"{best.name} (written by 1 rank(s), best click.auc {best_auc:.4f})" in exported.stdout
     source = json.loads((tmp_path / "models" / "v1" / "metadata.json").read_text())["source"]
     assert source["checkpoint"] == best.name and source["best"]["value"] == best_auc
