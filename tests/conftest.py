@@ -84,27 +84,61 @@ def small_run_report(small_run: Path, small_data: Path, tmp_path_factory: pytest
 NEW_TASK = "tasks=[{name: click}, {name: conversion, after: click}, {name: watch_time, type: weighted_logistic}, {name: converted, label: conversion, after: click}]"
 
 
+# adaptations of small_run, each trained from it with everything but the adapters (and new towers) frozen
+ADAPT_MTLORA = "adapt={kind: mtlora, rank: 4, tasks: [converted], layers: [backbone, dense_arch]}"
+ADAPT_DOMAINS = "adapt={kind: lora, rank: 4, layers: [backbone, dense_arch, towers], domain_feature: device, domain_shared: true}"
+ADAPT_SHARED = "adapt={kind: lora, rank: 4, layers: [backbone, dense_arch, towers]}"
+
+
 @pytest.fixture(scope="session")
-def adapted_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def adaptation_runs(small_run: Path, model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The session's adaptation runs (``adapted_run``, ``domain_run``, ``shared_lora_run``), trained one after
+    another in one fresh process (``cli_batch``: torch and torchrec are imported once; the 2-rank runs' ranks
+    are fresh processes each time): name -> (run directory, result). Each fixture checks its own result."""
+    from tests.train.conftest import cli_batch
+
+    root = tmp_path_factory.mktemp("adaptation_runs")
+    out = {name: root / name / "run" for name in ("adapted", "domain", "shared_lora")}
+    base = ["train", "--config", str(small_run / "config.yaml")]
+    short = ["train.max_steps=4", "train.warmup_steps=0", "train.log_every_steps=2"]
+    results = cli_batch(
+        # the 2-rank runs first, as cli_batch's other mixed batches do, then the one run in the batch's own process
+        [*base, "--out", str(out["adapted"]), "--nproc", "2", "--init-from", str(small_run), NEW_TASK, ADAPT_MTLORA, *short],
+        [*base, "--out", str(out["domain"]), "--nproc", "2", "--init-from", str(small_run), ADAPT_DOMAINS, *short],
+        [*base, "--out", str(out["shared_lora"]), "--init-from", str(model_root), ADAPT_SHARED,
+         "train.max_steps=3", "train.warmup_steps=0", "train.dense_lr=0.05"],
+    )
+    return {name: (run, result) for (name, run), result in zip(out.items(), results, strict=True)}
+
+
+@pytest.fixture(scope="session")
+def adapted_run(adaptation_runs: dict) -> Path:
     """small_run adapted on 2 ranks to a new task ``converted``: MTLoRA adapters in the backbone and the
     dense MLP serving that task only, its new tower, 4 steps; everything else frozen."""
-    from tests.train.conftest import check, cli
+    from tests.train.conftest import check
 
-    out = tmp_path_factory.mktemp("adapted_run") / "run"
-    adapt = "adapt={kind: mtlora, rank: 4, tasks: [converted], layers: [backbone, dense_arch]}"
-    check(cli("train", "--config", str(small_run / "config.yaml"), "--out", str(out), "--nproc", "2", "--init-from",
-              str(small_run), NEW_TASK, adapt, "train.max_steps=4", "train.warmup_steps=0", "train.log_every_steps=2"))
-    return out
+    run, result = adaptation_runs["adapted"]
+    check(result)
+    return run
 
 
 @pytest.fixture(scope="session")
-def domain_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def domain_run(adaptation_runs: dict) -> Path:
     """small_run adapted on 2 ranks with per-domain adapters (MLoRA): each row reads the LoRA paths of its
     ``device`` bucket, plus a path every device shares, in the backbone, the dense MLP and the towers; 4 steps."""
-    from tests.train.conftest import check, cli
+    from tests.train.conftest import check
 
-    out = tmp_path_factory.mktemp("domain_run") / "run"
-    adapt = "adapt={kind: lora, rank: 4, layers: [backbone, dense_arch, towers], domain_feature: device, domain_shared: true}"
-    check(cli("train", "--config", str(small_run / "config.yaml"), "--out", str(out), "--nproc", "2", "--init-from",
-              str(small_run), adapt, "train.max_steps=4", "train.warmup_steps=0", "train.log_every_steps=2"))
-    return out
+    run, result = adaptation_runs["domain"]
+    check(result)
+    return run
+
+
+@pytest.fixture(scope="session")
+def shared_lora_run(adaptation_runs: dict) -> Path:
+    """``model_root``'s v1 (small_run exported) adapted on 1 rank by LoRA shared by every task and row, in the
+    backbone, the dense MLP and the towers, 3 steps at a dense learning rate that moves the adapters: mergeable."""
+    from tests.train.conftest import check
+
+    run, result = adaptation_runs["shared_lora"]
+    check(result)
+    return run

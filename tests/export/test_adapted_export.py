@@ -16,7 +16,6 @@ from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
 from tests.models.test_builder import make_batch
 from tests.serving.conftest import served_and_batch_scores
-from tests.train.conftest import check, cli
 
 
 def run_logits(run, batch):
@@ -45,11 +44,8 @@ def test_task_specific_adapters_are_exported_beside_the_base_and_serve_the_runs_
         torch.testing.assert_close(logits, expected[task], rtol=0, atol=0, msg=task)
 
 
-def test_shared_lora_is_merged_into_a_plain_model_of_the_source_size(small_run, model_root, tmp_path):
-    run = tmp_path / "run"
-    adapt = "adapt={kind: lora, rank: 4, layers: [backbone, dense_arch, towers]}"
-    check(cli("train", "--config", str(small_run / "config.yaml"), "--out", str(run), "--init-from", str(model_root), adapt,
-              "train.max_steps=3", "train.warmup_steps=0", "train.dense_lr=0.05"))
+def test_shared_lora_is_merged_into_a_plain_model_of_the_source_size(shared_lora_run, model_root, tmp_path):
+    run = shared_lora_run
     path, meta = export_run(run, tmp_path / "models", version="v1")
     assert meta["adapters"]["merged"] is True and meta["adapters"]["parameters"] > 0
     served = load_artifact(path)

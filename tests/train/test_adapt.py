@@ -13,7 +13,7 @@ from recsys_mtl.config import load_config
 from recsys_mtl.models.builder import build_train_module
 from recsys_mtl.train.checkpoint import latest_checkpoint, load_unsharded
 from tests.models.test_builder import make_batch
-from tests.train.conftest import cli, evaluate_unsharded, weights
+from tests.train.conftest import evaluate_unsharded, main_in_process, weights
 
 GATES = "model.backbone.gates."  # MMoE's gates: one block of E rows per task
 
@@ -67,6 +67,6 @@ def test_the_old_tasks_outputs_stay_the_source_models(small_run, adapted_run):
 
 
 def test_adapt_without_init_from_is_refused_with_exit_2(small_run, tmp_path):
-    result = cli("train", "--config", str(small_run / "config.yaml"), "--out", str(tmp_path / "run"), "adapt={kind: lora}")
+    result = main_in_process("train", "--config", str(small_run / "config.yaml"), "--out", str(tmp_path / "run"), "adapt={kind: lora}")
     assert result.returncode == 2
     assert "adapt: trains adapters on a trained model, which --init-from RUN_OR_MODEL names" in result.stderr
