@@ -80,6 +80,7 @@ class ExpertBank(nn.Module):
         self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.num, self.out_dim = num, widths[-1]
+        self.widest = max(widths[1:], default=0)  # the widest activation's width, for the schedule choice
         self._register_load_state_dict_pre_hook(upgrade_hook, with_module=True)
 
     def forward(self, x: torch.Tensor, experts: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,8 +88,7 @@ class ExpertBank(nn.Module):
         if not self.layers:
             m = self.num if experts is None else len(experts)
             return x.expand(m, *x.shape) if x.dim() == 2 else x
-        widest = max(layer.out_features for layer in self.layers)
-        if experts is None and x.device.type == "cpu" and self.num * x.shape[-2] * widest * x.element_size() > self.per_expert_bytes:
+        if experts is None and x.device.type == "cpu" and self.num * x.shape[-2] * self.widest * x.element_size() > self.per_expert_bytes:
             return torch.cat([self._one(x if x.dim() == 2 else x[n], n) for n in range(self.num)])
         for layer in self.layers:
             x = self.dropout(self.activation(layer(x, experts)))
