@@ -14,7 +14,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -51,6 +52,12 @@ class BatchedLinear(nn.Module):
             y = F.linear(x, weight.reshape(m * o, i), bias.reshape(m * o))  # [B, M * O]
             return y.view(x.shape[0], m, o).transpose(0, 1).contiguous()
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [M, B, O]
+
+    def per_expert(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """N functions ``[B, I] -> [B, O]``, expert n's layer each, over the weights unbound once: their
+        gradients are stacked once for the layer, where indexing out each expert would scatter N full
+        ``[N, O, I]`` gradients (work growing with N squared)."""
+        return [partial(F.linear, weight=w, bias=b) for w, b in zip(self.weight.unbind(0), self.bias.unbind(0), strict=True)]
 
     def extra_repr(self) -> str:
         return f"num={self.num}, in_features={self.in_features}, out_features={self.out_features}"
@@ -89,17 +96,21 @@ class ExpertBank(nn.Module):
             m = self.num if experts is None else len(experts)
             return x.expand(m, *x.shape) if x.dim() == 2 else x
         if experts is None and x.device.type == "cpu" and self.num * x.shape[-2] * self.widest * x.element_size() > self.per_expert_bytes:
-            return torch.cat([self._one(x if x.dim() == 2 else x[n], n) for n in range(self.num)])
+            return self._expert_by_expert(x)
         for layer in self.layers:
             x = self.dropout(self.activation(layer(x, experts)))
         return x
 
-    def _one(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        """``[B, I] -> [1, B, H]``: expert n through all its layers."""
-        index = torch.tensor([n], device=x.device)
-        for layer in self.layers:
-            x = self.dropout(self.activation(layer(x, index)))[0]  # [B, O]
-        return x.unsqueeze(0)
+    def _expert_by_expert(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, I] | [N, B, I] -> [N, B, H]``, each expert through all its layers before the next."""
+        layers = [layer.per_expert() for layer in self.layers]
+        inputs = [x] * self.num if x.dim() == 2 else x.unbind(0)
+        outputs = []
+        for n, h in enumerate(inputs):
+            for layer in layers:
+                h = self.dropout(self.activation(layer[n](h)))  # [B, O]
+            outputs.append(h)
+        return torch.stack(outputs)
 
     def last_linear(self) -> list[nn.Module]:
         """The last batched layer (``[]`` for identity experts)."""

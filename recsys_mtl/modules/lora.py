@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Literal
 
 import torch
@@ -230,6 +231,15 @@ class AdaptedBatchedLinear(BatchedLinear):
     def forward(self, x: torch.Tensor, experts: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, I] | [M, B, I] -> [M, B, O]``"""
         return self.adapter.add(super().forward(x, experts), x, experts)
+
+    def per_expert(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """``BatchedLinear.per_expert`` with each expert's adapter added (the adapter's small tensors indexed)."""
+        index = torch.arange(self.num, device=self.weight.device).unsqueeze(1)  # [N, 1]: expert n's as a subset
+        return [partial(self._one, base, index[n]) for n, base in enumerate(super().per_expert())]
+
+    def _one(self, base: Callable[[torch.Tensor], torch.Tensor], expert: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``[B, I] -> [B, O]``: one expert's base layer plus its adapter."""
+        return self.adapter.add(base(x).unsqueeze(0), x, expert)[0]
 
 
 Adapted = AdaptedLinear | AdaptedBatchedLinear
