@@ -17,6 +17,7 @@ from torch import nn
 
 from recsys_mtl.modules.experts import ExpertBank, upgrade_hook
 from recsys_mtl.modules.mlp import MLP
+from recsys_mtl.modules.task_layout import TaskLayout, bank, linear, per_task
 
 ExpertFactory = Callable[[int, int], ExpertBank]  # (in_dim, number of experts) -> their batched bank
 
@@ -32,6 +33,10 @@ class Backbone(nn.Module):
     def regulariser(self) -> torch.Tensor | None:
         """``[]`` the backbone's own loss term, attached to the graph; None without one."""
         return None
+
+    def task_layout(self) -> TaskLayout:
+        """Its per-task parameters (``modules.task_layout``); none by default."""
+        return TaskLayout()
 
 
 class SharedBottom(Backbone):
@@ -81,6 +86,10 @@ class MMoE(Backbone):
         """The experts' output layer (each expert feeds every task's gate)."""
         return self.experts.last_linear()
 
+    def task_layout(self) -> TaskLayout:
+        """The gates' logits, E per task (none with one gate for all tasks)."""
+        return TaskLayout(linear("gates", self.num_experts)) if self.num_gates == self.num_tasks else TaskLayout()
+
     def gate_weights(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [G, B, E]`` each gate's softmax over the experts."""
         logits = self.gates(x).view(x.shape[0], self.num_gates, self.num_experts)  # [B, G, E]
@@ -109,6 +118,13 @@ class CGCLayer(nn.Module):
         self.task_gates = nn.ModuleList(nn.Linear(in_dim, task_experts + shared_experts) for _ in range(num_tasks))
         self.shared_gate = None if last else nn.Linear(in_dim, num_tasks * task_experts + shared_experts)
         self.out_dim = self.shared_experts.out_dim
+
+    def task_layout(self) -> TaskLayout:
+        """Task t's Et experts, its gate, and its Et logits in the shared gate (the S shared experts' after them)."""
+        tensors = bank("task_experts", len(self.task_experts.layers), self.per_task)
+        if self.shared_gate is not None:
+            tensors |= linear("shared_gate", self.per_task)
+        return TaskLayout(tensors, ("task_gates",))
 
     def forward(self, task_inputs: torch.Tensor, shared_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([T, B, Din], [B, Din]) -> ([T, B, H], [B, H])``; the shared output is only meaningful
@@ -174,6 +190,11 @@ class CrossStitch(Backbone):
     def last_shared_layer(self) -> list[nn.Module]:
         """None: every column belongs to one task; the alphas only mix them."""
         return []
+
+    def task_layout(self) -> TaskLayout:
+        """Task t's column at every layer; row and column t of every alpha."""
+        alphas = per_task(1, *(f"alphas.{i}" for i in range(len(self.alphas))), dims=(0, 1))
+        return TaskLayout(alphas, tuple(f"columns.{i}" for i in range(len(self.columns))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""

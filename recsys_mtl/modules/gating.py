@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_mtl.modules.task_layout import TaskLayout, per_task
+
 
 class GateNU(nn.Module):
     """``[B, In] -> [B, Out]`` gate values in (0, γ), 1 at initialisation."""
@@ -54,6 +56,10 @@ class TaskConditions(nn.Module):
     def __init__(self, num_tasks: int, dim: int):
         super().__init__()
         self.tasks = nn.Embedding(num_tasks, dim)
+
+    def task_layout(self) -> TaskLayout:
+        """Task t's embedding: row t."""
+        return TaskLayout(per_task(1, "tasks.weight"))
 
     def forward(self, domain: torch.Tensor) -> torch.Tensor:
         """``[B, Dd] -> [T, B, K + Dd]``"""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from recsys_mtl.modules.backbones import Backbone
+from recsys_mtl.modules.task_layout import TaskLayout, per_task
 
 LayerFactory = Callable[[int, int], nn.Module]  # (in_dim, out_dim) -> layer, e.g. MLP(in_dim, [out_dim])
 
@@ -87,6 +88,11 @@ class Sluice(Backbone):
     def last_shared_layer(self) -> list[nn.Module]:
         """None: every column belongs to one task; alpha and beta only mix them."""
         return []
+
+    def task_layout(self) -> TaskLayout:
+        """Task t's column at every layer, its S rows and columns of every alpha, its row of beta."""
+        alphas = per_task(self.subspaces, *(f"alphas.{i}" for i in range(len(self.alphas))), dims=(0, 1))
+        return TaskLayout(alphas | per_task(1, "betas"), tuple(f"columns.{i}" for i in range(len(self.columns))))
 
     def mix(self, alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``([T*S, T*S], [T, B, H]) -> [T, B, H]``: subspace s of task t reads row ``t*S + s`` of alpha

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from recsys_mtl.modules.backbones import Backbone, ExpertFactory
+from recsys_mtl.modules.task_layout import TaskLayout, bank
 
 
 class SoftSharing(Backbone):
@@ -48,6 +49,10 @@ class SoftSharing(Backbone):
     def last_shared_layer(self) -> list[nn.Module]:
         """None: every column belongs to one task (the penalty ties them, nothing is shared)."""
         return []
+
+    def task_layout(self) -> TaskLayout:
+        """Task t's column: expert t of the bank."""
+        return TaskLayout(bank("columns", len(self.columns.layers), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Din] -> [T, B, H]``"""

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recsys_mtl.modules.backbones import Backbone, ExpertFactory
+from recsys_mtl.modules.task_layout import TaskLayout, linear, per_task
 
 _EPS = 1e-6  # inside the selectors' entropy log, as in the DSelect-k reference implementation
 
@@ -105,6 +106,13 @@ class SparseMoE(Backbone):
     def last_shared_layer(self) -> list[nn.Module]:
         """The experts' output layer (any expert may feed any task)."""
         return self.experts.last_linear()
+
+    def task_layout(self) -> TaskLayout:
+        """Task t's router (E logits of each router Linear) or its DSelect row of z and w logits."""
+        if self.router == "dselect":
+            return TaskLayout(per_task(1, "z_logits", "w_logits"))
+        noise = {} if self.noise_routers is None else linear("noise_routers", self.num_experts, bias=False)
+        return TaskLayout(linear("routers", self.num_experts) | noise)
 
     def regulariser(self) -> torch.Tensor | None:
         """``[]`` the routing loss of the last training-mode forward (see the module docstring); None

@@ -6,11 +6,14 @@ What carries over, tensor by tensor (the train module's state, keyed as in a che
 * an embedding table of the same name and dim: every row the new table has room for (a table made
   larger keeps all its rows and initialises the new ones; one made smaller keeps its first rows);
 * any other tensor of the same name and shape (dense layers, towers, gates, balancer state);
-* a backbone tensor laid out one block of rows per task (MMoE's gates ``[T * E, Din]``, PLE's
-  task experts ``[T * Et, O, I]``) when tasks were added or removed: each task's block, by task name;
+* when the task list changed (tasks added, removed, renamed or reordered), every part a module declares
+  per task (``modules.task_layout``: MMoE's gates ``[T * E, Din]``, PLE's task experts and gates,
+  cross-stitch's columns and alphas, ...): each task's part from the source's part of the task of the
+  same name, a new task's part initialised; towers follow their task by name;
 * a layer reading the backbone input (the first layer of each expert, each gate) when features were
   added or removed: the columns of the inputs both configs have, matched by name
-  (``backbone_input_columns``: embedding components, dense projection, pairwise dots);
+  (``backbone_input_columns``: embedding components, dense projection, pairwise dots), within each task's
+  part as above;
 * a table of ``id_map: managed`` ids: every admitted id with its row, eviction record and the table's
   miss row, re-laid out for the new table size and world size (``models.managed.relayout``: each id on
   the shard its hashed id routes to, the most recently or often seen kept when a shard has fewer rows);
@@ -19,7 +22,8 @@ What carries over, tensor by tensor (the train module's state, keyed as in a che
 * everything else (a new feature's table and columns, a new task's tower, a layer whose shape changed
   otherwise) starts from its fresh initialisation.
 
-The optimizer state starts fresh; the dense statistics are recomputed on the new run's train split (the
+The optimizer state and the loss balancer's state (its task weights, loss history and moments: they
+describe the source's training, and its configured task weights are the new config's) start fresh; the dense statistics are recomputed on the new run's train split (the
 new data's distribution is what the model will see). Rank 0 builds the merged state on CPU, writes it
 as a DCP checkpoint under the run directory, and every rank loads it into its shards (so a source of any
 world size starts a run of any world size); the copy is removed once loaded and ``warm_start.json``
@@ -47,6 +51,7 @@ from recsys_mtl.features.vocab import Vocabularies
 from recsys_mtl.models.builder import backbone_input_columns, build_model, build_train_module
 from recsys_mtl.models.managed import FREE, MODULES, WEIGHTS, managed_tables, relayout
 from recsys_mtl.modules.experts import upgrade_legacy_state
+from recsys_mtl.modules.task_layout import PerTask, TaskLayout, collect
 from recsys_mtl.train.distributed import on_main
 from recsys_mtl.train.run_dir import load_run
 
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 
 TABLE = "model.ebc.embedding_bags."  # + "<table>.weight": the embedding tables in the train module's state
 MANAGED = "model.managed."  # + the managed tables' keys (``models.managed``)
+BALANCER = "balancer."  # the loss balancer's state, which starts fresh
 SUMMARY = "warm_start.json"
 
 
@@ -124,13 +130,6 @@ def _id_maps(config: Config) -> dict[str, set[str]]:
     return {table: {f.id_map for f in features} for table, features in config.features.tables().items()}
 
 
-def _reads_backbone_input(old: torch.Tensor, init: torch.Tensor, old_cols: list[str], new_cols: list[str]) -> bool:
-    """Whether a weight of changed shape is a layer reading the backbone input: ``[O, Din]`` (a Linear) or
-    ``[N, O, Din]`` (a bank of N experts), the same leading sizes."""
-    return (old.dim() in (2, 3) and old.shape[:-1] == init.shape[:-1]
-            and (old.shape[-1], init.shape[-1]) == (len(old_cols), len(new_cols)))
-
-
 def _vocab_rows(source: Source, vocabs: Vocabularies | None, table: str, config: Config) -> tuple[list[int], list[int]] | None:
     """For a table of an ``id_map: vocab`` feature: (new rows, source rows) of the ids both vocabularies
     hold, and row 0 (unknown ids); None for other tables. Vocabularies change from run to run (new ids,
@@ -151,16 +150,88 @@ def _vocab_rows(source: Source, vocabs: Vocabularies | None, table: str, config:
     return new_rows, [0] + [int(j) + 1 for j in found if j == j]
 
 
-def _task_blocks(key: str, old: torch.Tensor, init: torch.Tensor, old_tasks: list[str], new_tasks: list[str]) -> tuple[int, list[tuple[int, int]]] | None:
-    """For a backbone tensor laid out as one block of ``k`` rows per task (``[T * k, ...]``) when
-    the task list changed: ``(k, [(new task index, source task index)])`` of the tasks both lists have; None
-    for any other tensor."""
-    if old_tasks == new_tasks or not key.startswith("model.backbone.") or old.dim() == 0:
+@dataclass(frozen=True)
+class TaskMove:
+    """The source's task list ``old`` and the new run's ``new`` (different lists), and the new model's
+    declared per-task parts (``modules.task_layout``): where each task's part comes from, by task name."""
+
+    old: list[str]
+    new: list[str]
+    layout: TaskLayout
+
+    def source_key(self, key: str) -> str | None:
+        """The source's key for ``key``: under a per-task ModuleList, the child of the task of the same name
+        (None for a task the source does not have); any other key as it is."""
+        for prefix in self.layout.lists:
+            if key.startswith(f"{prefix}."):
+                index, _, rest = key[len(prefix) + 1:].partition(".")
+                task = self.new[int(index)]
+                return f"{prefix}.{self.old.index(task)}.{rest}" if task in self.old else None
+        return key
+
+    def task_of(self, key: str) -> str:
+        """The task whose ModuleList child ``key`` is under (``key`` has no source key)."""
+        prefix = next(p for p in self.layout.lists if key.startswith(f"{p}."))
+        return self.new[int(key[len(prefix) + 1:].partition(".")[0])]
+
+    def pairs(self, layout: PerTask, old_size: int, new_size: int) -> list[tuple[int, int]] | None:
+        """``[(new index, source index)]`` along one per-task dimension: each task both lists have, its block;
+        then the entries after the blocks (no task's). None when the sizes do not fit the layout."""
+        b, rest = layout.block, old_size - len(self.old) * layout.block
+        if rest < 0 or new_size - len(self.new) * b != rest:
+            return None
+        kept = [(j * b + r, self.old.index(task) * b + r) for j, task in enumerate(self.new) if task in self.old for r in range(b)]
+        return kept + [(len(self.new) * b + r, len(self.old) * b + r) for r in range(rest)]
+
+    def describe(self) -> str:
+        kept, fresh = [t for t in self.new if t in self.old], [t for t in self.new if t not in self.old]
+        return f"per task: {len(kept)} kept by task name, {fresh or 'none'} initialised"
+
+
+Moves = list[tuple[int, list[tuple[int, int]]]]  # per moved dimension: [(new index, source index)]
+
+
+def _moves(key: str, old: torch.Tensor, init: torch.Tensor, tasks: TaskMove | None, old_cols: list[str], new_cols: list[str]) -> tuple[Moves, list[str]] | None:
+    """How ``old`` becomes ``init``'s layout: the entries moved along each per-task dimension (tasks changed)
+    and along the input columns (a layer reading the backbone input, features changed), with a line per
+    move; every other dimension must agree. ``([], [])`` when nothing moves; None when it does not fit."""
+    if old.dim() != init.dim() or old.dtype != init.dtype:
         return None
-    size, rest = divmod(old.shape[0], len(old_tasks))
-    if rest or not size or old.shape[1:] != init.shape[1:] or init.shape[0] != size * len(new_tasks):
+    moves: Moves = []
+    lines = []
+    layout = None if tasks is None else tasks.layout.tensors.get(key)
+    if layout is not None:
+        for dim in layout.dims:
+            pairs = tasks.pairs(layout, old.shape[dim], init.shape[dim])
+            if pairs is None:
+                return None
+            moves.append((dim, pairs))
+        lines.append(tasks.describe())
+    last = old.dim() - 1
+    if (old_cols != new_cols and old.dim() in (2, 3) and (old.shape[-1], init.shape[-1]) == (len(old_cols), len(new_cols))
+            and all(dim != last for dim, _ in moves)):
+        where = {name: i for i, name in enumerate(old_cols)}
+        both = [(j, where[name]) for j, name in enumerate(new_cols) if name in where]
+        moves.append((last, both))
+        lines.append(f"input columns {len(old_cols)} -> {len(new_cols)}: {len(both)} kept by input name")
+    moved = {dim for dim, _ in moves}
+    if any(old.shape[d] != init.shape[d] for d in range(old.dim()) if d not in moved):
         return None
-    return size, [(j, old_tasks.index(t)) for j, t in enumerate(new_tasks) if t in old_tasks]
+    return moves, lines
+
+
+def _copy_moved(dst: torch.Tensor, src: torch.Tensor, moves: Moves) -> None:
+    """In place: ``dst`` at every combination of new indices = ``src`` at the matching source indices."""
+    (dim, pairs), rest = moves[0], moves[1:]
+    if not pairs:
+        return
+    if not rest:
+        new, old = zip(*pairs, strict=True)
+        dst.index_copy_(dim, torch.tensor(new), src.index_select(dim, torch.tensor(old)))
+        return
+    rest = [(d - (d > dim), p) for d, p in rest]  # selecting removes ``dim``
+    for j, i in pairs:
+        _copy_moved(dst.select(dim, j), src.select(dim, i), rest)
 
 
 def _check_tables(source: Source, config: Config) -> None:
@@ -201,25 +272,33 @@ def _managed(source: Source, config: Config, fresh: dict[str, torch.Tensor], wor
 
 
 def merge(
-    source: Source, config: Config, fresh: dict[str, torch.Tensor], vocabs: Vocabularies | None = None, world_size: int = 1
+    source: Source, config: Config, module: nn.Module, vocabs: Vocabularies | None = None, world_size: int = 1
 ) -> tuple[dict[str, torch.Tensor], Summary]:
-    """``fresh`` (the new run's initial state) with every tensor the source can give; what was kept,
-    resized, new and dropped. ``vocabs``: the new run's vocabularies (rows of vocab tables follow their
-    ids); ``world_size``: the ranks the new run shards its tables over (managed tables are laid out for
-    it). ``ConfigError`` for a table whose dim or id mapping changed."""
+    """The state of ``module`` (the new run's train module, freshly initialised) with every tensor the source
+    can give; what was kept, resized, new and dropped. ``vocabs``: the new run's vocabularies (rows of
+    vocab tables follow their ids); ``world_size``: the ranks the new run shards its tables over (managed
+    tables are laid out for it). ``ConfigError`` for a table whose dim or id mapping changed."""
+    fresh = module.state_dict()
     summary = Summary(str(source.path))
     _check_tables(source, config)
     old_cols, new_cols = backbone_input_columns(source.config), backbone_input_columns(config)
     old_tasks, new_tasks = [t.name for t in source.config.tasks], [t.name for t in config.tasks]
+    tasks = None if old_tasks == new_tasks else TaskMove(old_tasks, new_tasks, collect(module))
     merged, summary.resized = _managed(source, config, fresh, world_size)
     for key, init in fresh.items():
-        old = source.state.get(key)
-        table = key[len(TABLE):-len(".weight")] if key.startswith(TABLE) else None
         if key in merged:
             continue
+        if key.startswith(BALANCER):
+            merged[key] = init
+            summary.new[key] = "the loss balancer's state starts fresh"
+            continue
+        source_key = key if tasks is None else tasks.source_key(key)
+        old = None if source_key is None else source.state.get(source_key)
+        table = key[len(TABLE):-len(".weight")] if key.startswith(TABLE) else None
         if old is None:
             merged[key] = init
-            summary.new[key] = "not in the source: initialised"
+            new_task = tasks is not None and source_key is None  # a new task's part under a per-task ModuleList
+            summary.new[key] = f"task {tasks.task_of(key)!r} is not in the source: initialised" if new_task else "not in the source: initialised"
             continue
         if table is not None:
             merged[key] = init.clone()
@@ -235,27 +314,19 @@ def merge(
             else:
                 added = f", rows {rows}..{init.shape[0] - 1} initialised" if init.shape[0] > rows else ""
                 summary.resized[key] = f"{old.shape[0]} -> {init.shape[0]} rows: {rows} kept{added}"
-        elif old.shape == init.shape and old.dtype == init.dtype:
-            merged[key] = old.clone()
-            summary.kept.append(key)
-        elif _reads_backbone_input(old, init, old_cols, new_cols):
-            # a layer fed by the backbone input, whose features changed: its columns follow their inputs
-            where = {name: i for i, name in enumerate(old_cols)}
-            both = [(j, where[name]) for j, name in enumerate(new_cols) if name in where]
-            merged[key] = init.clone()
-            merged[key][..., [j for j, _ in both]] = old[..., [i for _, i in both]]
-            summary.resized[key] = f"input columns {len(old_cols)} -> {len(new_cols)}: {len(both)} kept by input name"
-        elif (blocks := _task_blocks(key, old, init, old_tasks, new_tasks)) is not None:
-            # one block of rows per task (MMoE's gates, PLE's task experts): each task keeps its own
-            size, pairs = blocks
-            merged[key] = init.clone()
-            for j, i in pairs:
-                merged[key][j * size:(j + 1) * size] = old[i * size:(i + 1) * size]
-            fresh_tasks = [t for t in new_tasks if t not in old_tasks]
-            summary.resized[key] = f"a block of {size} per task: {len(pairs)} kept by task name, {fresh_tasks or 'none'} initialised"
-        else:
+            continue
+        moved = _moves(key, old, init, tasks, old_cols, new_cols)
+        if moved is None:
             merged[key] = init
             summary.new[key] = f"shape {list(old.shape)} in the source, {list(init.shape)} here: initialised"
+        elif not moved[0]:
+            merged[key] = old.clone()
+            summary.kept.append(key)
+        else:
+            # each task's part from the source's part of the same task, each input column from the same input
+            merged[key] = init.clone()
+            _copy_moved(merged[key], old, moved[0])
+            summary.resized[key] = "; ".join(moved[1])
     summary.dropped = sorted(set(source.state) - set(fresh))
     return merged, summary
 
@@ -268,8 +339,7 @@ def warm_start(
     staged = out / ".warm_start.partial"
 
     def stage() -> Summary:
-        fresh = build_train_module(config, "cpu").state_dict()
-        merged, summary = merge(read_source(source_path), config, fresh, vocabs, dist.get_world_size())
+        merged, summary = merge(read_source(source_path), config, build_train_module(config, "cpu"), vocabs, dist.get_world_size())
         shutil.rmtree(staged, ignore_errors=True)
         dcp.save({"model": merged}, checkpoint_id=str(staged), no_dist=True)
         return summary

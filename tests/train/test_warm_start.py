@@ -40,8 +40,9 @@ def test_merge_keeps_rows_and_input_columns_and_names_what_is_new(small_run, tmp
     old_config = load_config(small_run / "config.yaml")
     source = build_train_module(old_config, "cpu").state_dict()
     new_config = load_config(changed_config(small_run, tmp_path))
-    fresh = build_train_module(new_config, "cpu").state_dict()
-    merged, summary = merge(Source(small_run, old_config, source), new_config, fresh)
+    module = build_train_module(new_config, "cpu")
+    fresh = module.state_dict()
+    merged, summary = merge(Source(small_run, old_config, source), new_config, module)
 
     brand = TABLE.format("item_brand")
     torch.testing.assert_close(merged[brand][:5001], source[brand], rtol=0, atol=0)
@@ -54,6 +55,8 @@ def test_merge_keeps_rows_and_input_columns_and_names_what_is_new(small_run, tmp
         expected = source[EXPERT_IN][..., old_cols.index(name)] if name in old_cols else fresh[EXPERT_IN][..., j]
         torch.testing.assert_close(merged[EXPERT_IN][..., j], expected, rtol=0, atol=0, msg=name)
     assert summary.resized[EXPERT_IN] == f"input columns {len(old_cols)} -> {len(new_cols)}: {len(old_cols)} kept by input name"
+    balancer = {key for key in fresh if key.startswith("balancer.")}
+    assert balancer and balancer <= summary.new.keys()  # the loss balancer starts fresh, like the optimizer
     for key in fresh:  # everything else the source had is kept as it was
         if key not in summary.resized and key not in summary.new:
             torch.testing.assert_close(merged[key], source[key], rtol=0, atol=0, msg=key)
@@ -66,7 +69,7 @@ def test_a_table_whose_rows_would_change_meaning_is_refused(small_run, tmp_path,
     new_config = load_config(changed_config(small_run, tmp_path, **edit))
     with pytest.raises(ConfigError, match=fragment):
         merge(Source(small_run, old_config, build_train_module(old_config, "cpu").state_dict()), new_config,
-              build_train_module(new_config, "cpu").state_dict())
+              build_train_module(new_config, "cpu"))
 
 
 def test_a_two_rank_run_warm_starts_one_rank_with_a_feature_added_and_a_table_resized(small_run, tmp_path):
@@ -110,8 +113,9 @@ def test_rows_of_a_vocabulary_table_follow_their_ids_from_one_vocabulary_to_the_
 
     yesterday, today = vocabulary([30, 10, 20]), vocabulary([20, 40, 30])  # 10 gone, 40 new, order changed
     source = build_train_module(config, "cpu").state_dict()
-    fresh = build_train_module(config, "cpu").state_dict()
-    merged, summary = merge(Source(small_config_path, config, source, yesterday), config, fresh, today)
+    module = build_train_module(config, "cpu")
+    fresh = module.state_dict()
+    merged, summary = merge(Source(small_config_path, config, source, yesterday), config, module, today)
     key = TABLE.format("user_city")
     for new_row, old_row in [(0, 0), (1, 3), (3, 1)]:  # unknown; id 20; id 30
         torch.testing.assert_close(merged[key][new_row], source[key][old_row], rtol=0, atol=0)
