@@ -5,7 +5,7 @@ What carries over, tensor by tensor (the train module's state, keyed as in a che
 
 * an embedding table of the same name and dim: every row the new table has room for (a table made
   larger keeps all its rows and initialises the new ones; one made smaller keeps its first rows);
-* any other tensor of the same name and shape (dense layers, towers, gates, balancer state);
+* any other tensor of the same name and shape (dense layers, shared experts, towers);
 * when the task list changed (tasks added, removed, renamed or reordered), every part a module declares
   per task (``modules.task_layout``: MMoE's gates ``[T * E, Din]``, PLE's task experts and gates,
   cross-stitch's columns and alphas, ...): each task's part from the source's part of the task of the
@@ -23,8 +23,9 @@ What carries over, tensor by tensor (the train module's state, keyed as in a che
   otherwise) starts from its fresh initialisation.
 
 The optimizer state and the loss balancer's state (its task weights, loss history and moments: they
-describe the source's training, and its configured task weights are the new config's) start fresh; the dense statistics are recomputed on the new run's train split (the
-new data's distribution is what the model will see). Rank 0 builds the merged state on CPU, writes it
+describe the source's training, and the configured task weights are the new config's) start fresh; the
+dense statistics are recomputed on the new run's train split (the new data's distribution is what the
+model will see). Rank 0 builds the merged state on CPU, writes it
 as a DCP checkpoint under the run directory, and every rank loads it into its shards (so a source of any
 world size starts a run of any world size); the copy is removed once loaded and ``warm_start.json``
 records what was kept, resized and new.
