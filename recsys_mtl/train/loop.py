@@ -144,7 +144,7 @@ def _check_labels(config: Config, env: DistEnv) -> None:
 def _seed_step(seed: int, device: torch.device) -> None:
     """Seed the generators a step's dropout draws from: the CPU's, and the current GPU's on a CUDA run.
     Not ``torch.manual_seed``: it also seeds every backend that is not initialised (CUDA, XPU, MTIA on
-    a CPU run) by queueing a call with a formatted stack trace, about 1 ms a step."""
+    a CPU run) by queueing a call with a formatted stack trace: 0.3 ms a step against 0.002 ms."""
     torch.default_generator.manual_seed(seed)
     if device.type == "cuda":
         torch.cuda.manual_seed(seed)
