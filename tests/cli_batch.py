@@ -19,9 +19,12 @@ from pathlib import Path
 
 
 def run(argv: list[str]) -> int:
+    """``recsys_mtl.cli.main(argv)`` with ``sys.argv`` as the shell would set it (restored after): its exit code
+    as ``sys.exit(main())`` gives it to the shell (argparse's 2 on a usage error; 1, with the traceback on
+    stderr, on an uncaught exception)."""
     from recsys_mtl.cli import main
 
-    sys.argv = [sys.argv[0], *argv]
+    saved, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
         return main(argv)
     except SystemExit as exc:
@@ -29,9 +32,11 @@ def run(argv: list[str]) -> int:
             return exc.code or 0
         print(exc.code, file=sys.stderr)
         return 1
-    except BaseException:  # noqa: BLE001 - reported as the interpreter would, then the next command
+    except Exception:  # reported as the interpreter would, then the next command
         traceback.print_exc()
         return 1
+    finally:
+        sys.argv = saved
 
 
 def batch() -> None:

@@ -59,24 +59,16 @@ def main_in_process(*args: str) -> subprocess.CompletedProcess:
     import contextlib
     import io
     import logging
-    import traceback
 
-    from recsys_mtl.cli import PROJECT_LOGGERS, main
+    from recsys_mtl.cli import PROJECT_LOGGERS
+    from tests.cli_batch import run
 
     loggers = [logging.getLogger(), *map(logging.getLogger, (*PROJECT_LOGGERS, "torch.fx._symbolic_trace"))]
     saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # as sys.exit reports it to the shell
-                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-                if not isinstance(exc.code, int | None):
-                    print(exc.code, file=sys.stderr)
-            except Exception:
-                traceback.print_exc()
-                code = 1
+            code = run(list(args))
     finally:
         for logger, level, handlers in saved:
             logger.setLevel(level)
